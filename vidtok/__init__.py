@@ -1,0 +1,58 @@
+"""vidtok: video understanding with tubelet tokens.
+
+The public interface is re-exported here lazily (PEP 562), so ``import vidtok`` and ``vidtok --help`` stay
+instant and import torch only when a name that needs it is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from vidtok.errors import CheckpointError, ConfigError, VideoDecodeError, VidtokError
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved on first attribute access.
+_LAZY = {
+    "open_video": "vidtok.io",
+    "Video": "vidtok.io",
+    "VideoMetadata": "vidtok.io",
+    "create_model": "vidtok.models",
+    "list_models": "vidtok.models",
+    "load_model": "vidtok.models",
+    "spacetime_attention": "vidtok.kernels",
+    "classify": "vidtok.engine.infer",
+    "embed": "vidtok.engine.infer",
+    "Config": "vidtok.config",
+    "load_config": "vidtok.config",
+}
+
+__all__ = [
+    "__version__",
+    "VidtokError",
+    "VideoDecodeError",
+    "ConfigError",
+    "CheckpointError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache: later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'vidtok' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vidtok.config import Config, load_config
+    from vidtok.engine.infer import classify, embed
+    from vidtok.io import Video, VideoMetadata, open_video
+    from vidtok.kernels import spacetime_attention
+    from vidtok.models import create_model, list_models, load_model

@@ -1,0 +1,298 @@
+"""Run configuration: nested dataclasses with commented defaults, strict YAML loading, dotted overrides, dump.
+
+A YAML file in ``configs/`` holds only the differences from the defaults below; ``--set key.sub=value`` on the
+command line goes on top. Unknown keys and wrong types are a :class:`~vidtok.errors.ConfigError` naming the key
+and the file. The resolved config is written to every run folder and into every checkpoint, so a model can be
+rebuilt from the checkpoint alone.
+
+Example::
+
+    cfg = load_config("configs/vidtok_ti.yaml", ["train.lr=3e-4", "data.num_workers=0"])
+    print(dump_config(cfg))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from vidtok.errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "apply_overrides",
+]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vidtok_ti"  # registry name (`vidtok.list_models()`)
+    num_classes: int = 400  # Kinetics-400 unless the data says otherwise (the trainer sets it from the class list)
+    num_frames: int = 16  # input frames per clip; tubelets of 2 frames give T' = 8
+    img_size: int = 224  # crop size the positional embeddings are built for
+    attn_backend: str = "auto"  # spacetime_attention backend: auto | triton | sdpa | math
+    drop_path_rate: float = 0.0  # stochastic depth; ViViT fine-tuning uses 0.1-0.3
+    dropout: float = 0.0  # dropout before the head
+    extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific kwargs for create_model
+
+
+@dataclass
+class DataConfig:
+    format: str = "kinetics"  # kinetics (official CSV) | list ("path label") | folder (one folder per class)
+    root: str = ""  # folder the videos live under (Kinetics: <root>/<split>/<label>/ or flat)
+    train: str = ""  # training annotations: CSV / list file, or a class-folder root
+    val: str = ""  # held-out annotations, same format
+    classes: str = ""  # class list file or k400 | k600 | k700; empty: derived from the training data
+    backend: str = "auto"  # video decoder: auto | torchcodec | decord | pyav
+    num_frames: int = 16  # frames per clip
+    frame_stride: int = 2  # take every 2nd frame: 16 frames cover ~1.3 s at 25 fps
+    crop_size: int = 224  # spatial crop fed to the model
+    scale_range: tuple[int, int] = (256, 320)  # training short-side jitter before the random crop
+    test_short_side: int = 256  # testing: resize the short side, then centre / three crops
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # ViViT checkpoints expect [-1, 1]: (x - 0.5) / 0.5
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    hflip: bool = True  # off for datasets where left/right carries the label (e.g. synthetic motion direction)
+    randaugment: bool = False  # RandAugment on training clips (same op for every frame of a clip)
+    test_clips: int = 4  # multi-view testing: uniform temporal views (ViViT uses 4, TokShift 10)
+    test_crops: int = 1  # 1 = centre crop, 3 = three spatial crops
+    batch_size: int = 8  # per process
+    num_workers: int = 2  # DataLoader workers per process; decoding happens there
+    prefetch_factor: int = 2
+    pin_memory: bool = True  # only takes effect on CUDA
+    persistent_workers: bool = True
+    repeated_aug: int = 1  # clips sampled per decoded video (VideoMAE-style repeated sampling)
+    max_retries: int = 10  # a sample that fails to decode is replaced by another index at most this often
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    max_steps: int = 0  # optimizer steps; > 0 stops earlier than `epochs`
+    lr: float = 1e-3  # peak learning rate after warmup
+    min_lr: float = 1e-6  # cosine floor
+    warmup_steps: int = 0  # linear warmup (optimizer steps); 0 means warmup_epochs decides
+    warmup_epochs: float = 2.5
+    weight_decay: float = 0.05  # AdamW; not applied to norms, biases, positional embeddings, cls / learned tokens
+    betas: tuple[float, float] = (0.9, 0.999)
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0  # batch-level Mixup (0 = off)
+    cutmix_alpha: float = 0.0  # batch-level CutMix (0 = off)
+    clip_grad: float = 1.0  # max gradient norm; 0 = off
+    accum_steps: int = 1  # gradient accumulation: effective batch = batch_size * accum_steps * world_size
+    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a GradScaler and needs CUDA)
+    ema_decay: float = 0.0  # EMA of weights (0 = off); evaluation uses the EMA weights when on
+    layer_decay: float = 1.0  # layer-wise lr decay for fine-tuning (1.0 = off)
+    init: str = ""  # checkpoint to start from (converted / inflated / trained); head re-initialised if needed
+    reinit_head: bool = False  # force a fresh classifier even when the class count matches
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 10  # optimizer steps between log lines / metrics rows
+    eval_every: int = 1  # epochs between evaluations on data.val (0 = only at the end)
+    ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at each epoch end)
+    keep_last: int = 3  # checkpoints kept in the run folder
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Strict conversion between plain dicts (YAML) and the dataclasses.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str | None) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where lossless (int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(extra: str = "") -> typing.NoReturn:
+        raise ConfigError(
+            f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{extra}", key=key, source=source
+        )
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        fail()
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail()
+        return _from_dict(tp, value, key, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string; it is meant as a number
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                fail(f" (needs {len(args)} items)")
+            return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail()
+        return dict(value)
+    raise ConfigError(f"{key}: unsupported field type {tp}", key=key, source=source)  # pragma: no cover
+
+
+def _from_dict(cls: type, data: dict, prefix: str, source: str | None, base: Any = None) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            full = f"{prefix}.{k}" if prefix else str(k)
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown key '{full}' (known keys here: {known})", key=full, source=source)
+    obj = base if base is not None else cls()
+    for k, v in data.items():
+        full = f"{prefix}.{k}" if prefix else k
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            setattr(obj, k, _from_dict(hints[k], v, full, source, base=current))
+        else:
+            setattr(obj, k, _coerce(v, hints[k], full, source))
+    return obj
+
+
+def config_from_dict(data: dict, *, source: str | None = None, base: Config | None = None) -> Config:
+    """Build a :class:`Config` from a nested dict, strictly (unknown keys and wrong types raise ConfigError)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", source=source)
+    return _from_dict(Config, data, "", source, base=base if base is not None else Config())
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Nested plain dict (tuples as lists) suitable for YAML / JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: Config, path: str | os.PathLike | None = None) -> str:
+    """YAML text of the resolved config; also written to ``path`` if given."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+def _field_type(dotted: str) -> Any:
+    """Annotation of the field at ``dotted`` in :class:`Config`, or None if there is none."""
+    tp: Any = Config
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{p}' is not a section", key=dotted, source="--set")
+    node[parts[-1]] = value
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``key.sub=value`` strings (values parsed as YAML: ``3e-4``, ``true``, ``[1, 2]``) to ``cfg``."""
+    data: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value", source="--set")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key", source="--set")
+        if _field_type(key) is str:
+            value: Any = raw  # `--set model.name=123` means the string
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw
+        _set_dotted(data, key, value)
+    return config_from_dict(data, source="--set", base=cfg)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (differences only), then ``overrides``.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown, or a value has the wrong type.
+    """
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config file not found", source=str(path))
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            where = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(f"not valid YAML{where}", source=str(path)) from e
+        cfg = config_from_dict(data or {}, source=str(path))
+    return apply_overrides(cfg, overrides) if overrides else cfg
