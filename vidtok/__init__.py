@@ -7,7 +7,7 @@ instant and import torch only when a name that needs it is first used.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vidtok.errors import CheckpointError, ConfigError, VideoDecodeError, VidtokError
 
@@ -48,11 +48,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from vidtok.config import Config, load_config
-    from vidtok.engine.infer import classify, embed
-    from vidtok.io import Video, VideoMetadata, open_video
-    from vidtok.kernels import spacetime_attention
-    from vidtok.models import create_model, list_models, load_model
