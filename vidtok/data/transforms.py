@@ -1,0 +1,300 @@
+"""Video transforms on uint8 frames with ``torchvision.transforms.v2``; batch-level Mixup / CutMix.
+
+Layouts: decoders give uint8 ``(T, H, W, 3)``; torchvision v2 works on ``(T, C, H, W)`` video tensors; one clip
+leaves here as float32 ``(C, T, H, W)`` (multi-view testing: ``(V, C, T, H, W)``)::
+
+    (T,H,W,3) uint8 ─► (T,3,H,W) ─► scale jitter + crop (one resized_crop) ─► hflip ─► RandAugment ─► /255, (x-m)/s
+                                                                                          ─► (3,T,h,w) float32
+
+Every random choice is drawn from an explicit ``torch.Generator`` passed to ``__call__``, so a clip is reproducible
+from (seed, epoch, index) alone whatever worker decodes it. The same spatial parameters apply to every frame of a
+clip (one crop, one flip, one RandAugment op list per clip). RandAugment itself is torchvision's, run on the uint8
+video with the global RNG forked and seeded from the generator.
+
+Example::
+
+    tf = TrainTransform(crop_size=224, scale_range=(256, 320))
+    x = tf(frames, generator=torch.Generator().manual_seed(0))  # (3, 16, 224, 224) float32
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+__all__ = ["TrainTransform", "EvalTransform", "MixupCutmix", "build_transforms", "to_model_input", "NORMALIZATION"]
+
+# Named mean/std presets; the model's pretrained_cfg / DataConfig decides which one a run uses.
+NORMALIZATION = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "kinetics": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),  # PySlowFast / pytorchvideo Kinetics recipes
+    "minus1_1": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # ViViT (scenic) checkpoints: x in [-1, 1]
+}
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+
+
+def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values each, got mean={tuple(mean)} std={tuple(std)}")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std must be > 0, got {tuple(std)}")
+
+
+def to_model_input(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``(T, C, H, W)`` -> normalised float32 ``(C, T, H, W)``: ``(x / 255 - mean) / std``."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    x = video.permute(1, 0, 2, 3).to(torch.float32).div_(255.0)  # (C, T, H, W)
+    return x.sub_(m).div_(s)
+
+
+def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
+    if h <= w:
+        return short, max(int(round(w * short / h)), 1)
+    return max(int(round(h * short / w)), 1), short
+
+
+class TrainTransform:
+    """Training augmentation: random short-side scale jitter, random square crop, flip, RandAugment, normalise.
+
+    Scale jitter + crop are done as one ``resized_crop`` of the matching region of the original frames (the result
+    equals resizing the short side to ``s`` and cropping, up to interpolation at the border) so only the crop is
+    resampled.
+
+    Args:
+        crop_size: output height and width.
+        scale_range: (min, max) short side, drawn uniformly (integers, inclusive) per clip.
+        hflip: flip left-right with probability 0.5. Turn off when left/right carries the label.
+        randaugment: apply torchvision RandAugment (same ops for all frames of the clip).
+        randaugment_ops: RandAugment ``num_ops``.
+        randaugment_magnitude: RandAugment ``magnitude`` (of 31 bins).
+        mean: per-channel mean of [0, 1] pixels.
+        std: per-channel std.
+    """
+
+    def __init__(
+        self,
+        *,
+        crop_size: int = 224,
+        scale_range: tuple[int, int] = (256, 320),
+        hflip: bool = True,
+        randaugment: bool = False,
+        randaugment_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ):
+        if crop_size < 1:
+            raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+        lo, hi = scale_range
+        if not (1 <= lo <= hi):
+            raise ValueError(f"scale_range must be (min, max) with 1 <= min <= max, got {tuple(scale_range)}")
+        _check_mean_std(mean, std)
+        self.crop_size = crop_size
+        self.scale_range = (int(lo), int(hi))
+        self.hflip = hflip
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.randaugment = (
+            v2.RandAugment(num_ops=randaugment_ops, magnitude=randaugment_magnitude) if randaugment else None
+        )
+
+    def params(self, height: int, width: int, generator: torch.Generator | None) -> dict:
+        """Draw the crop region (in input coordinates) and the flip for one clip."""
+        lo, hi = self.scale_range
+        short = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        short = max(short, self.crop_size)  # never crop more than the resized frame holds
+        rh, rw = _short_side_size(height, width, short)
+        top = int(torch.randint(rh - self.crop_size + 1, (1,), generator=generator))
+        left = int(torch.randint(rw - self.crop_size + 1, (1,), generator=generator))
+        sy, sx = height / rh, width / rw  # resized -> input coordinates
+        y0, x0 = int(round(top * sy)), int(round(left * sx))
+        h = max(min(int(round(self.crop_size * sy)), height - y0), 1)
+        w = max(min(int(round(self.crop_size * sx)), width - x0), 1)
+        flip = self.hflip and bool(torch.rand(1, generator=generator) < 0.5)
+        seed = int(torch.randint(2**62, (1,), generator=generator))  # RandAugment's RNG seed
+        return {"top": y0, "left": x0, "height": h, "width": w, "flip": flip, "seed": seed}
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` -> float32 ``(3, T, crop, crop)``."""
+        _check_frames(frames)
+        video = frames.permute(0, 3, 1, 2)  # (T, C, H, W), a view
+        p = self.params(video.shape[-2], video.shape[-1], generator)
+        size = [self.crop_size, self.crop_size]
+        video = F.resized_crop(video, p["top"], p["left"], p["height"], p["width"], size, antialias=True)
+        if p["flip"]:
+            video = F.horizontal_flip(video)
+        if self.randaugment is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(p["seed"])
+                video = self.randaugment(tv_tensors.Video(video)).as_subclass(torch.Tensor)
+        return to_model_input(video, self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, hflip={self.hflip}, "
+            f"randaugment={self.randaugment is not None}, mean={self.mean}, std={self.std})"
+        )
+
+
+class EvalTransform:
+    """Testing: resize the short side, then a centre crop or three crops along the long side.
+
+    Args:
+        crop_size: output height and width.
+        short_side: short side after resizing.
+        num_crops: 1 (centre) or 3 (start, centre, end of the long side, as PySlowFast's multi-crop test).
+        mean: per-channel mean of [0, 1] pixels.
+        std: per-channel std.
+    """
+
+    def __init__(
+        self,
+        *,
+        crop_size: int = 224,
+        short_side: int = 256,
+        num_crops: int = 1,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ):
+        if num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        if crop_size < 1 or short_side < crop_size:
+            raise ValueError(f"need 1 <= crop_size <= short_side, got crop_size={crop_size} short_side={short_side}")
+        _check_mean_std(mean, std)
+        self.crop_size, self.short_side, self.num_crops = crop_size, short_side, num_crops
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` -> float32 ``(num_crops, 3, T, crop, crop)``. ``generator`` is unused."""
+        _check_frames(frames)
+        video = frames.permute(0, 3, 1, 2)  # (T, C, H, W)
+        h, w = video.shape[-2:]
+        rh, rw = _short_side_size(h, w, self.short_side)
+        video = F.resize(video, [rh, rw], antialias=True)
+        c = self.crop_size
+        cy, cx = (rh - c) // 2, (rw - c) // 2
+        if self.num_crops == 1:
+            boxes = [(cy, cx)]
+        elif rh > rw:  # portrait: crops along the height
+            boxes = [(0, cx), (cy, cx), (rh - c, cx)]
+        else:
+            boxes = [(cy, 0), (cy, cx), (cy, rw - c)]
+        views = [to_model_input(video[..., y : y + c, x : x + c], self.mean, self.std) for y, x in boxes]
+        return torch.stack(views)  # (num_crops, C, T, c, c)
+
+    def __repr__(self) -> str:
+        return (
+            f"EvalTransform(crop_size={self.crop_size}, short_side={self.short_side}, num_crops={self.num_crops}, "
+            f"mean={self.mean}, std={self.std})"
+        )
+
+
+def build_transforms(data_cfg, train: bool) -> TrainTransform | EvalTransform:
+    """The transform a :class:`~vidtok.config.DataConfig` describes, for training or testing."""
+    if train:
+        return TrainTransform(
+            crop_size=data_cfg.crop_size,
+            scale_range=tuple(data_cfg.scale_range),
+            hflip=data_cfg.hflip,
+            randaugment=data_cfg.randaugment,
+            randaugment_ops=data_cfg.randaugment_ops,
+            randaugment_magnitude=data_cfg.randaugment_magnitude,
+            mean=data_cfg.mean,
+            std=data_cfg.std,
+        )
+    return EvalTransform(
+        crop_size=data_cfg.crop_size,
+        short_side=data_cfg.test_short_side,
+        num_crops=data_cfg.test_crops,
+        mean=data_cfg.mean,
+        std=data_cfg.std,
+    )
+
+
+class MixupCutmix:
+    """Batch-level Mixup or CutMix for video batches of any layout whose last two dims are (H, W).
+
+    torchvision's ``v2.MixUp`` / ``v2.CutMix`` accept a 5-D batch only as a ``tv_tensors.Video`` in (B, T, C, H, W)
+    and draw from the global RNG; this one takes ``(B, C, T, H, W)`` (or anything ``(B, ..., H, W)``) and an
+    explicit generator. Each call picks Mixup or CutMix (``switch_prob`` chooses CutMix when both are on), draws
+    ``lam ~ Beta(alpha, alpha)``, pairs every sample with the batch rolled by one (as torchvision and timm do, so
+    the batch should be shuffled), and returns soft targets ``lam·y + (1-lam)·y_rolled`` with label smoothing.
+    CutMix pastes the same box into every frame, and ``lam`` is corrected to the box's true area.
+
+    Args:
+        num_classes: width of the soft targets.
+        mixup_alpha: Beta parameter for Mixup; 0 turns Mixup off.
+        cutmix_alpha: Beta parameter for CutMix; 0 turns CutMix off.
+        switch_prob: probability of CutMix when both are on.
+        label_smoothing: smoothing folded into the targets (so the loss is plain soft-target cross entropy).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        mixup_alpha: float = 0.8,
+        cutmix_alpha: float = 1.0,
+        switch_prob: float = 0.5,
+        label_smoothing: float = 0.0,
+    ):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if mixup_alpha < 0 or cutmix_alpha < 0 or (mixup_alpha == 0 and cutmix_alpha == 0):
+            raise ValueError(f"need alphas >= 0, one of them > 0; got mixup={mixup_alpha}, cutmix={cutmix_alpha}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.num_classes = num_classes
+        self.mixup_alpha, self.cutmix_alpha = float(mixup_alpha), float(cutmix_alpha)
+        self.switch_prob = float(switch_prob)
+        self.label_smoothing = float(label_smoothing)
+
+    def _beta(self, alpha: float, generator: torch.Generator | None) -> float:
+        # Beta(a, a) as X / (X + Y) with X, Y ~ Gamma(a): torch has no generator-aware gamma, numpy seeded from ours.
+        import numpy as np
+
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        off = self.label_smoothing / self.num_classes
+        y = torch.full((labels.shape[0], self.num_classes), off, dtype=torch.float32, device=labels.device)
+        return y.scatter_(1, labels.view(-1, 1).long(), 1.0 - self.label_smoothing + off)
+
+    def __call__(
+        self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the mixed batch (same shape, new tensor) and soft targets ``(B, num_classes)``."""
+        if x.ndim < 3 or labels.ndim != 1 or x.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"expected x (B, ..., H, W) and labels (B,), got {tuple(x.shape)} and {tuple(labels.shape)}"
+            )
+        y = self.one_hot(labels)
+        use_cutmix = self.cutmix_alpha > 0 and (
+            self.mixup_alpha == 0 or bool(torch.rand(1, generator=generator) < self.switch_prob)
+        )
+        if use_cutmix:
+            lam = self._beta(self.cutmix_alpha, generator)
+            H, W = x.shape[-2:]
+            r = 0.5 * (1.0 - lam) ** 0.5
+            cy = int(torch.randint(H, (1,), generator=generator))
+            cx = int(torch.randint(W, (1,), generator=generator))
+            y1, y2 = max(cy - int(r * H), 0), min(cy + int(r * H), H)
+            x1, x2 = max(cx - int(r * W), 0), min(cx + int(r * W), W)
+            out = x.clone()
+            out[..., y1:y2, x1:x2] = x.roll(1, 0)[..., y1:y2, x1:x2]
+            lam = 1.0 - (y2 - y1) * (x2 - x1) / (H * W)
+        else:
+            lam = self._beta(self.mixup_alpha, generator)
+            out = x.mul(lam).add_(x.roll(1, 0), alpha=1.0 - lam)
+        return out, y.mul(lam).add_(y.roll(1, 0), alpha=1.0 - lam)
