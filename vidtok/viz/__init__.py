@@ -1,0 +1,41 @@
+"""Pictures of what a model looks at, and of how training went.
+
+- :func:`visualize` / ``vidtok viz``: TokenLearner maps (or last-block CLS attention) overlaid on a video, as a
+  PNG grid or an animated GIF / MP4 (Pillow + PyAV, no matplotlib needed).
+- :func:`plot_training_curves` / ``vidtok plot``: loss, lr and top-1 from a run's ``metrics.jsonl``.
+- :func:`plot_confusion_matrix`: used by ``vidtok eval``.
+
+The plots need the optional ``viz`` extra (``pip install 'vidtok[viz]'``: matplotlib), imported only when called.
+Names are resolved lazily so ``import vidtok.viz`` imports neither torch nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "visualize": "vidtok.viz.attention",
+    "explain": "vidtok.viz.attention",
+    "AttentionView": "vidtok.viz.attention",
+    "render_grid": "vidtok.viz.render",
+    "render_animation": "vidtok.viz.render",
+    "save_output": "vidtok.viz.render",
+    "read_metrics": "vidtok.viz.plots",
+    "plot_training_curves": "vidtok.viz.plots",
+    "plot_confusion_matrix": "vidtok.viz.plots",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vidtok.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
