@@ -1,0 +1,82 @@
+"""Checkpoint import: HuggingFace video classifiers and 2D ViT inflation → vidtok checkpoints.
+
+``convert(src, out)`` picks the path from what ``src`` is (``arch="auto"``): a folder (or a file) with a
+``config.json`` of model_type vivit / videomae / timesformer goes through :mod:`vidtok.convert.hf`; a bare 2D ViT
+state dict (torchvision ``vit_b_16`` or timm ``vit_base_patch16_224`` layout) through :mod:`vidtok.convert.vit2d`.
+The result is one ``.safetensors`` file that :func:`vidtok.load_model` opens.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["convert", "CONVERT_ARCHS"]
+
+CONVERT_ARCHS = ("auto", "vivit", "videomae", "timesformer", "vit2d")
+
+
+def _looks_hf(src: Path) -> bool:
+    folder = src if src.is_dir() else src.parent
+    return (folder / "config.json").is_file()
+
+
+def convert(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    arch: str = "auto",
+    model_name: str | None = None,
+    num_frames: int | None = None,
+    img_size: int | None = None,
+    num_classes: int | None = None,
+    tubelet_init: str = "central",
+    num_heads: int | None = None,
+    pretrained_cfg: dict[str, Any] | None = None,
+) -> Path:
+    """Convert ``src`` and write a vidtok checkpoint to ``out``.
+
+    Args:
+        src: HF model folder / weight file (with config.json beside it), or a 2D ViT state dict file.
+        out: the ``.safetensors`` file to write.
+        arch: one of :data:`CONVERT_ARCHS`.
+        model_name: vidtok registry name to build on (required for ``vit2d``; HF defaults per architecture).
+        num_frames, img_size, num_classes, tubelet_init, num_heads: ``vit2d`` only (see
+            :func:`vidtok.convert.vit2d.inflate_vit2d`).
+        pretrained_cfg: preprocessing / class-name overrides stored in the checkpoint.
+
+    Returns:
+        The written path.
+    """
+    from vidtok.errors import CheckpointError
+    from vidtok.models.hub import save_model
+
+    if arch not in CONVERT_ARCHS:
+        raise CheckpointError(f"arch must be one of {CONVERT_ARCHS}, got {arch!r}")
+    src = Path(src)
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file or directory")
+    if arch == "vit2d" or (arch == "auto" and not _looks_hf(src)):
+        from vidtok.convert.vit2d import inflate_vit2d
+
+        if src.is_dir():
+            raise CheckpointError(f"{src}: a 2D ViT checkpoint must be one weight file, not a folder")
+        model = inflate_vit2d(
+            src,
+            model_name=model_name,
+            num_frames=num_frames,
+            img_size=img_size,
+            num_classes=num_classes,
+            tubelet_init=tubelet_init,
+            num_heads=num_heads,
+        )
+    else:
+        from vidtok.convert.hf import convert_hf
+
+        ignored = {"num_frames": num_frames, "img_size": img_size, "num_classes": num_classes, "num_heads": num_heads}
+        bad = [k for k, v in ignored.items() if v is not None]
+        if bad:
+            raise CheckpointError(f"{src}: {', '.join(bad)} only apply to --arch vit2d (HF configs fix them)")
+        model, _ = convert_hf(src, arch=arch, model_name=model_name)
+    return save_model(model, out, pretrained_cfg=pretrained_cfg)

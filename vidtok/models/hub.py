@@ -1,0 +1,288 @@
+"""vidtok checkpoints: one ``*.safetensors`` file holding the weights, the architecture and the preprocessing.
+
+Format (version 1)::
+
+    tensors   model.state_dict()
+    metadata  {"format": "vidtok", "format_version": "1",
+               "model": JSON {"name": registry name, "kwargs": {create_model keyword overrides}},
+               "pretrained_cfg": JSON {"mean", "std", "num_frames", "frame_stride", "crop_size", "short_side",
+                                       "test_clips", "test_crops", "class_names"},
+               "config": JSON of the resolved run Config (optional)}
+
+``create_model(name, **kwargs)`` rebuilds the architecture, so a checkpoint needs no code or YAML beside it.
+Nothing is ever unpickled. Every problem with a file is a :class:`~vidtok.errors.CheckpointError` naming the file and
+what is wrong with it (missing, not safetensors, truncated, not a vidtok checkpoint, unknown model, shape mismatch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidtok.errors import CheckpointError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "DEFAULT_PRETRAINED_CFG",
+    "save_model",
+    "load_model",
+    "read_checkpoint",
+    "resolve_checkpoint_path",
+    "make_pretrained_cfg",
+]
+
+FORMAT = "vidtok"
+FORMAT_VERSION = "1"
+
+# Preprocessing a checkpoint expects. The defaults are ViViT's: pixels scaled to [-1, 1], 32 frames every 2nd frame,
+# 224 centre crop after resizing the short side to 256, 4 temporal views x 1 crop at test time.
+DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "num_frames": 32,
+    "frame_stride": 2,
+    "crop_size": 224,
+    "short_side": 256,
+    "test_clips": 4,
+    "test_crops": 1,
+    "class_names": [],
+}
+
+_HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
+
+
+def make_pretrained_cfg(model: nn.Module | None = None, **overrides: Any) -> dict[str, Any]:
+    """A complete ``pretrained_cfg``: defaults, then ``model.pretrained_cfg`` and ``model`` sizes, then overrides.
+
+    ``num_frames`` and ``crop_size`` default to the model's own ``model_kwargs`` (``num_frames`` / ``img_size``) when
+    present, so a checkpoint of a 16-frame 160² model says so even if nobody filled them in.
+    """
+    cfg = json.loads(json.dumps(DEFAULT_PRETRAINED_CFG))  # deep copy
+    if model is not None:
+        kwargs = getattr(model, "model_kwargs", None) or {}
+        if "num_frames" in kwargs:
+            cfg["num_frames"] = int(kwargs["num_frames"])
+        if "img_size" in kwargs and isinstance(kwargs["img_size"], int):
+            cfg["crop_size"] = int(kwargs["img_size"])
+        cfg.update(dict(getattr(model, "pretrained_cfg", None) or {}))
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg["mean"] = [float(v) for v in cfg["mean"]]
+    cfg["std"] = [float(v) for v in cfg["std"]]
+    cfg["class_names"] = [str(c) for c in cfg.get("class_names") or []]
+    for key in ("num_frames", "frame_stride", "crop_size", "short_side", "test_clips", "test_crops"):
+        cfg[key] = int(cfg[key])
+    return cfg
+
+
+def _config_json(config: Any) -> str:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        from vidtok.config import config_to_dict
+
+        config = config_to_dict(config)
+    try:
+        return json.dumps(config)
+    except TypeError as e:
+        raise CheckpointError(f"config is not JSON-serialisable: {e}") from e
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    pretrained_cfg: dict[str, Any] | None = None,
+    config: Any = None,
+) -> Path:
+    """Write ``model`` as a vidtok checkpoint (weights + architecture + preprocessing) that :func:`load_model` opens.
+
+    Args:
+        model: a vidtok model (it must carry ``model_name`` and ``model_kwargs``, as ``create_model`` sets them).
+        path: the ``.safetensors`` file to write (parent folders are created; written atomically).
+        pretrained_cfg: preprocessing and class names; missing keys come from ``model.pretrained_cfg`` and
+            :data:`DEFAULT_PRETRAINED_CFG`.
+        config: the resolved run config (a ``vidtok.config.Config`` or a plain dict), stored as JSON.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    name = getattr(model, "model_name", None)
+    if not name:
+        raise CheckpointError(f"{path}: model has no `model_name`; build it with vidtok.create_model")
+    kwargs = dict(getattr(model, "model_kwargs", None) or {})
+    try:
+        model_json = json.dumps({"name": name, "kwargs": kwargs})
+    except TypeError as e:
+        raise CheckpointError(f"{path}: model_kwargs of {name!r} are not JSON-serialisable: {e}") from e
+    cfg = make_pretrained_cfg(model, **(pretrained_cfg or {}))
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_json,
+        "pretrained_cfg": json.dumps(cfg),
+    }
+    if config is not None:
+        metadata["config"] = _config_json(config)
+    # clone: safetensors refuses tensors that share storage (tied weights, views); contiguous CPU copies are safe.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or for a run folder RUN/model.safetensors, else the newest RUN/checkpoints/*.safetensors."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file():
+        return path
+    final = path / "model.safetensors"
+    if final.is_file():
+        return final
+    ckpts = sorted((path / "checkpoints").glob("*.safetensors"), key=lambda p: (p.stat().st_mtime, p.name))
+    if ckpts:
+        return ckpts[-1]
+    raise CheckpointError(f"{path}: folder has neither model.safetensors nor checkpoints/*.safetensors")
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and check the safetensors header ourselves, for messages that say what is wrong."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file ({size} bytes, too short for a header)")
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > _HEADER_LIMIT:
+            raise CheckpointError(f"{path}: not a safetensors file (header length {n} is implausible)")
+        if 8 + n > size:
+            raise CheckpointError(f"{path}: truncated or not a safetensors file (header of {n} bytes, file {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file or corrupt header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise CheckpointError(f"{path}: corrupt safetensors header (bad entry for tensor {key!r})") from None
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path}: truncated (tensor data needs {8 + n + end} bytes, file has {size})")
+    return header
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and decoded metadata of a vidtok checkpoint file or run folder, validated.
+
+    Returns:
+        ``(state_dict, meta)`` with ``meta = {"path", "model": {"name", "kwargs"}, "pretrained_cfg": {...},
+        "config": dict | None, "format_version"}``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = resolve_checkpoint_path(path)
+    header = _read_header(path)
+    raw = header.get("__metadata__") or {}
+    fmt = raw.get("format")
+    if fmt != FORMAT:
+        hint = ""
+        if fmt in ("pt", "tf", "flax", "np", None):
+            hint = "; convert it first with `vidtok convert SRC OUT`"
+        raise CheckpointError(f"{path}: not a vidtok checkpoint (metadata format={fmt!r}, expected 'vidtok'){hint}")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported vidtok format_version {version!r} (this vidtok reads '1')")
+    meta: dict[str, Any] = {"path": str(path), "format_version": version}
+    for key, required in (("model", True), ("pretrained_cfg", True), ("config", False)):
+        if key not in raw:
+            if required:
+                raise CheckpointError(f"{path}: metadata lacks {key!r}")
+            meta[key] = None
+            continue
+        try:
+            meta[key] = json.loads(raw[key])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON ({e})") from None
+    model = meta["model"]
+    if (
+        not isinstance(model, dict)
+        or not isinstance(model.get("name"), str)
+        or not isinstance(model.get("kwargs", {}), dict)
+    ):
+        raise CheckpointError(f"{path}: metadata 'model' must be {{'name': str, 'kwargs': dict}}, got {model!r}")
+    model.setdefault("kwargs", {})
+    if not isinstance(meta["pretrained_cfg"], dict):
+        raise CheckpointError(f"{path}: metadata 'pretrained_cfg' must be a JSON object")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors data ({' '.join(str(e).split())})") from None
+    return tensors, meta
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Open a vidtok checkpoint (trained or converted): the model in eval mode with ``.pretrained_cfg`` attached.
+
+    Args:
+        path: a ``.safetensors`` checkpoint, or a run folder (RUN/model.safetensors, else the newest checkpoint in
+            RUN/checkpoints/).
+        device: where to put the model.
+
+    Returns:
+        The model; ``model.pretrained_cfg`` holds mean, std, num_frames, frame_stride, crop_size, short_side,
+        test_clips, test_crops and class_names; ``model.checkpoint_config`` the stored run config (or None).
+
+    Raises:
+        CheckpointError: naming the file and what is wrong with it.
+    """
+    from vidtok.models import create_model
+
+    state, meta = read_checkpoint(path)
+    path = meta["path"]
+    name, kwargs = meta["model"]["name"], meta["model"]["kwargs"]
+    try:
+        model = create_model(name, **kwargs)
+    except CheckpointError:
+        raise
+    except Exception as e:  # unknown name (KeyError/ValueError from the registry) or kwargs it rejects
+        msg = " ".join(str(e).split()).strip("'\"")
+        raise CheckpointError(f"{path}: cannot build model {name!r} with {kwargs}: {msg}") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{path}: weights do not match model {name!r}: {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{path}: shape mismatch for {k!r}: checkpoint {tuple(state[k].shape)}, model {name!r} expects "
+                f"{tuple(v.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    model.pretrained_cfg = make_pretrained_cfg(model, **meta["pretrained_cfg"])
+    model.checkpoint_config = meta["config"]
+    return model.to(device).eval()
