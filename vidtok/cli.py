@@ -116,6 +116,92 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
             click.echo(f"{k:<{width}}  {v}")
 
 
+@cli.command()
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option(
+    "--checkpoint", "-c", required=True, type=click.Path(), help="Model checkpoint (.safetensors) or run folder."
+)
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output: .png/.jpg, .gif or .mp4.")
+@click.option(
+    "--mode",
+    type=click.Choice(["tokens", "argmax", "cls"]),
+    default=None,
+    help="tokens: one map per learned token; argmax: strongest token per pixel; cls: last-block CLS attention. "
+    "Default: tokens with a TokenLearner, else cls.",
+)
+@click.option("--start", "start_sec", type=float, default=None, help="Clip start in seconds (default: centred clip).")
+@click.option("--backend", default="auto", show_default=True, help="Video decoder: auto | torchcodec | decord | pyav.")
+@click.option("--cell", type=int, default=None, help="Panel size in pixels (default 128 for images, 160 for video).")
+@click.option("--fps", type=float, default=4.0, show_default=True, help="Frame rate of GIF / MP4 output.")
+@click.option("--max-rows", type=int, default=None, help="Show at most this many temporal slices in a PNG.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | auto.")
+def viz(
+    video: str,
+    checkpoint: str,
+    out: str,
+    mode: str | None,
+    start_sec: float | None,
+    backend: str,
+    cell: int | None,
+    fps: float,
+    max_rows: int | None,
+    device: str,
+) -> None:
+    """Overlay where a model looks on a video: TokenLearner maps or last-block CLS attention.
+
+    A PNG shows one row per temporal slice (tubelet) and one column per learned token; a GIF or MP4 animates the
+    overlay over the clip's frames. The title holds the model's top-3 predictions.
+
+    \b
+    Examples:
+      vidtok viz clip.mp4 --checkpoint runs/demo --out overlay.png
+      vidtok viz clip.mp4 -c runs/demo -o overlay.gif --mode argmax
+      vidtok viz clip.mp4 -c vivit_b16x2.safetensors -o attn.mp4 --mode cls
+    """
+    from vidtok.viz.attention import visualize
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    view = visualize(
+        video,
+        checkpoint,
+        out,
+        mode=mode,
+        backend=backend,
+        start_sec=start_sec,
+        cell=cell,
+        fps=fps,
+        max_rows=max_rows,
+        device=device,
+    )
+    click.echo(f"{view.title}")
+    click.echo(f"wrote {out} ({view.mode}: {view.maps.shape[0]} temporal slices x {view.maps.shape[1]} maps)")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="Image (default RUN_DIR/curves.png).")
+@click.option("--title", default=None, help="Figure title (default: the run folder name).")
+def plot(run_dir: str, out: str | None, title: str | None) -> None:
+    """Plot loss, learning rate and train / val top-1 over steps from RUN_DIR/metrics.jsonl (needs matplotlib).
+
+    \b
+    Examples:
+      vidtok plot runs/demo
+      vidtok plot runs/demo --out curves.png
+    """
+    from pathlib import Path
+
+    from vidtok.viz.plots import plot_training_curves
+
+    if out is None:
+        p = Path(run_dir)
+        out = str((p if p.is_dir() else p.parent) / "curves.png")
+    click.echo(f"wrote {plot_training_curves(run_dir, out, title=title)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:

@@ -1,0 +1,281 @@
+"""Where a model looks: TokenLearner maps or last-block attention of a model on one clip of a video.
+
+Dataflow::
+
+    video ─► open_video ─► centred clip (pretrained_cfg num_frames × frame_stride) ─► EvalTransform (short side,
+    centre crop, mean/std) ─► x (1, C, T, H, W) ─► forward_features(x, return_aux=True) ─► aux
+        "token_maps" (1, T', S, Hp, Wp)   mode "tokens": one heat map per learned token; "argmax": strongest token
+        "last_attn"  (1, N, N)            mode "cls": CLS (or mean) attention of the last block, over the tubelet
+                                          grid; after a TokenLearner it is over learned tokens, so it is spread back
+                                          onto the grid through their maps
+    ─► maps (T', K, Hp, Wp) + frames the model saw (denormalised x) ─► vidtok.viz.render ─► PNG / GIF / MP4
+
+Example::
+
+    view = visualize("clip.mp4", "runs/demo", "overlay.png")  # checkpoint path, run folder or a loaded model
+    print(view.title)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidtok.errors import VidtokError
+from vidtok.viz import render
+
+__all__ = ["MODES", "AttentionView", "load_clip", "explain", "visualize"]
+
+MODES = ("tokens", "argmax", "cls")
+
+
+@dataclass
+class AttentionView:
+    """What :func:`explain` found: frames, maps and predictions of one clip.
+
+    Attributes:
+        frames: uint8 ``(T, H, W, 3)``: the clip as the model saw it (resized, cropped; normalisation undone).
+        maps: float32 ``(T', K, Hp, Wp)``: K maps per temporal slice (K = learned tokens, or 1 for ``cls``).
+        mode: ``tokens``, ``argmax`` or ``cls``.
+        map_labels: a label per map column.
+        topk: the top predictions as ``(class name, probability)``.
+        indices: the video frame indices of the clip.
+        source: the video path.
+    """
+
+    frames: np.ndarray
+    maps: np.ndarray
+    mode: str
+    map_labels: list[str]
+    topk: list[tuple[str, float]]
+    indices: list[int] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def title(self) -> str:
+        preds = " · ".join(f"{name} {100 * p:.0f}%" for name, p in self.topk)
+        return f"top-{len(self.topk)}: {preds}" if self.topk else ""
+
+
+def _model_name(model) -> str:
+    return str(getattr(model, "model_name", type(model).__name__))
+
+
+def load_clip(
+    path: str | os.PathLike,
+    pretrained_cfg: dict[str, Any],
+    *,
+    backend: str = "auto",
+    start_sec: float | None = None,
+) -> tuple[np.ndarray, Any, list[int]]:
+    """Decode and preprocess one clip as the model's ``pretrained_cfg`` says (centred unless ``start_sec``).
+
+    Returns:
+        ``(frames, x, indices)``: uint8 ``(T, crop, crop, 3)`` frames the model sees, the model input
+        ``(1, C, T, crop, crop)`` float32 and the decoded frame indices.
+
+    Raises:
+        VideoDecodeError: the video cannot be opened or decoded.
+    """
+    import torch
+
+    from vidtok.data.samplers import uniform_clips
+    from vidtok.data.transforms import EvalTransform
+    from vidtok.io import open_video
+
+    num_frames = int(pretrained_cfg.get("num_frames", 16))
+    stride = int(pretrained_cfg.get("frame_stride", 1))
+    crop = int(pretrained_cfg.get("crop_size", 224))
+    short = max(int(pretrained_cfg.get("short_side", crop)), crop)
+    mean = [float(v) for v in pretrained_cfg.get("mean", (0.5, 0.5, 0.5))]
+    std = [float(v) for v in pretrained_cfg.get("std", (0.5, 0.5, 0.5))]
+    with open_video(path, backend) as video:
+        meta = video.metadata
+        total, fps = int(meta.num_frames), float(meta.fps or 25.0)
+        if start_sec is None:
+            indices = uniform_clips(total, fps, clip_len=num_frames, frame_stride=stride, num_clips=1)[0].indices
+        else:
+            first = min(max(int(round(start_sec * fps)), 0), total - 1)
+            indices = (first + torch.arange(num_frames) * stride).clamp_(max=total - 1)
+        frames = video.get_frames(indices.tolist())  # (T, H, W, 3) uint8
+    x = EvalTransform(crop_size=crop, short_side=short, num_crops=1, mean=mean, std=std)(frames)  # (1, C, T, c, c)
+    m = torch.tensor(mean).view(3, 1, 1, 1)
+    s = torch.tensor(std).view(3, 1, 1, 1)
+    shown = (x[0] * s + m).clamp_(0, 1).mul_(255).round_().to(torch.uint8)  # (C, T, c, c)
+    return shown.permute(1, 2, 3, 0).numpy(), x, indices.tolist()  # frames (T, c, c, 3)
+
+
+def _cls_maps(aux: dict[str, Any], name: str) -> tuple[np.ndarray, str]:
+    """Last-block attention as (T', 1, Hp, Wp) maps over the tubelet grid, and its column label."""
+    import torch
+
+    attn = aux.get("last_attn")
+    grid = aux.get("grid")
+    if attn is None or grid is None:
+        raise VidtokError(f"model {name!r} returns no last-block attention (aux['last_attn']) to show with --mode cls")
+    attn = attn[0].float()  # (N, N) head-averaged
+    tp, hp, wp = (int(v) for v in grid)
+    n = attn.shape[-1]
+    token_maps = aux.get("token_maps")
+    s = int(token_maps.shape[2]) if token_maps is not None else 0
+    if token_maps is not None and n - tp * s in (0, 1):
+        body = tp * s  # the last block runs on T'·S learned tokens
+    elif n - tp * hp * wp in (0, 1):
+        body = tp * hp * wp  # the last block runs on the full tubelet grid
+        token_maps = None
+    else:
+        raise VidtokError(
+            f"model {name!r}: last-block attention over {n} tokens does not match the tubelet grid {tp}x{hp}x{wp}"
+            + (f" or {tp}x{s} learned tokens" if s else "")
+        )
+    prefix = n - body
+    # With a CLS token: what it attends to. Without one (mean pooling): attention each token receives on average.
+    weights = attn[0, prefix:] if prefix else attn.mean(0)  # (body,)
+    label = "CLS attention" if prefix else "mean attention"
+    if token_maps is not None:
+        # After TokenLearner: token (t, s) summarises the grid through its map; spread its weight back onto the grid.
+        w = weights.reshape(tp, s)  # (T', S)
+        maps = torch.einsum("ts,tshw->thw", w, token_maps[0].float())  # (T', Hp, Wp)
+    else:
+        maps = weights.reshape(tp, hp, wp)  # (T', Hp, Wp)
+    return maps[:, None].cpu().numpy(), label
+
+
+def explain(
+    model,
+    video: str | os.PathLike,
+    *,
+    mode: str | None = None,
+    backend: str = "auto",
+    start_sec: float | None = None,
+    topk: int = 3,
+    checkpoint: str | None = None,
+) -> AttentionView:
+    """Run ``model`` on a clip of ``video`` and collect its attention maps and top predictions.
+
+    Args:
+        model: a vidtok model with ``pretrained_cfg`` (from :func:`vidtok.load_model`).
+        video: path of the video.
+        mode: ``tokens`` / ``argmax`` (TokenLearner maps) or ``cls`` (last-block attention); default ``tokens`` when
+            the model has a TokenLearner, else ``cls``.
+        backend: video decoder.
+        start_sec: start of the clip; default a centred clip.
+        topk: predictions to keep.
+        checkpoint: where the model came from (only for error messages).
+
+    Raises:
+        VidtokError: a TokenLearner view of a model without TokenLearner, an unknown mode, or a model that returns no
+            auxiliary outputs.
+        VideoDecodeError: the video cannot be read.
+    """
+    import torch
+
+    if mode is not None and mode not in MODES:
+        raise VidtokError(f"unknown viz mode {mode!r} (choose from {', '.join(MODES)})")
+    name = _model_name(model)
+    where = f"{checkpoint}: " if checkpoint else ""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    frames, x, indices = load_clip(video, cfg, backend=backend, start_sec=start_sec)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.inference_mode():
+        try:
+            out = model.forward_features(x.to(device), return_aux=True)
+        except TypeError as e:
+            raise VidtokError(f"{where}model {name!r} has no forward_features(x, return_aux=True)") from e
+        tokens, aux = out
+        logits = model.forward_head(tokens)
+    aux = dict(aux or {})
+    has_tl = aux.get("token_maps") is not None
+    if mode is None:
+        mode = "tokens" if has_tl else "cls"
+    if mode in ("tokens", "argmax") and not has_tl:
+        raise VidtokError(
+            f"{where}model {name!r} has no TokenLearner, so there are no token maps for --mode {mode} "
+            "(use --mode cls for its last-block attention)"
+        )
+    if mode == "cls":
+        maps, label = _cls_maps(aux, name)
+        labels = [label]
+    else:
+        maps = aux["token_maps"][0].float().cpu().numpy()  # (T', S, Hp, Wp)
+        labels = [f"token {i}" for i in range(maps.shape[1])]
+    probs = logits.float().softmax(-1)[0].cpu()
+    class_names = list(cfg.get("class_names") or [])
+    k = min(topk, probs.numel())
+    top = probs.topk(k)
+    preds = [
+        (class_names[i] if i < len(class_names) else f"class {i}", float(p))
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+    return AttentionView(
+        frames=frames,
+        maps=maps.astype(np.float32),
+        mode=mode,
+        map_labels=labels,
+        topk=preds,
+        indices=indices,
+        source=os.fspath(video),
+    )
+
+
+def visualize(
+    video: str | os.PathLike,
+    model: Any,
+    out: str | os.PathLike,
+    *,
+    mode: str | None = None,
+    backend: str = "auto",
+    start_sec: float | None = None,
+    cell: int | None = None,
+    fps: float = 4.0,
+    max_rows: int | None = None,
+    device: str = "cpu",
+) -> AttentionView:
+    """Write the overlay of ``model``'s attention on ``video`` to ``out`` (``.png``/``.jpg`` grid, ``.gif``/``.mp4``).
+
+    Args:
+        video: the video file.
+        model: a loaded model, or a checkpoint / run folder for :func:`vidtok.load_model`.
+        out: output path; its extension picks the format.
+        mode: ``tokens``, ``argmax`` or ``cls`` (see :func:`explain`).
+        backend: video decoder.
+        start_sec: clip start (default: centred).
+        cell: panel size in pixels (default 128 for images, 160 for animations).
+        fps: animation frame rate.
+        max_rows: at most this many temporal slices in a PNG grid.
+        device: where to run a model loaded from a path.
+
+    Returns:
+        The :class:`AttentionView` that was drawn.
+
+    Raises:
+        VidtokError: unsupported output extension (checked before any work), a TokenLearner view without
+            TokenLearner, an unreadable checkpoint (CheckpointError) or video (VideoDecodeError).
+    """
+    render.check_output_path(out)
+    if mode is not None and mode not in MODES:
+        raise VidtokError(f"unknown viz mode {mode!r} (choose from {', '.join(MODES)})")
+    checkpoint = None
+    if isinstance(model, (str, os.PathLike)):
+        from vidtok.models.hub import load_model
+
+        checkpoint = os.fspath(model)
+        model = load_model(model, device=device)
+    view = explain(model, video, mode=mode, backend=backend, start_sec=start_sec, checkpoint=checkpoint)
+    render.save_output(
+        view.frames,
+        view.maps,
+        Path(out),
+        mode="argmax" if view.mode == "argmax" else "heat",
+        title=view.title,
+        map_labels=view.map_labels,
+        cell=cell,
+        fps=fps,
+        max_rows=max_rows,
+    )
+    return view
