@@ -202,6 +202,79 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
     click.echo(f"wrote {plot_training_curves(run_dir, out, title=title)}")
 
 
+@cli.command()
+@click.argument("src", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--arch",
+    type=click.Choice(["auto", "vivit", "videomae", "timesformer", "vit2d"]),
+    default="auto",
+    show_default=True,
+    help="Source architecture; auto reads config.json (HF) or the state-dict layout (2D ViT).",
+)
+@click.option("--model", "model_name", default=None, help="vidtok registry model to build (required for vit2d).")
+@click.option("--num-frames", type=int, default=None, help="vit2d: input frames of the inflated model.")
+@click.option("--img-size", type=int, default=None, help="vit2d: crop size (positional embeddings are resized).")
+@click.option("--num-classes", type=int, default=None, help="vit2d: classes; a new head unless it matches the 2D one.")
+@click.option("--num-heads", type=int, default=None, help="vit2d: attention heads (default: the model's, else D/64).")
+@click.option(
+    "--tubelet-init",
+    type=click.Choice(["central", "average"]),
+    default="central",
+    show_default=True,
+    help="vit2d: inflate the 2D patch kernel to the central frame, or average it over the tubelet.",
+)
+@click.option("--frame-stride", type=int, default=None, help="Stored preprocessing: frame stride to sample with.")
+@click.option("--classes", "classes_file", default=None, type=click.Path(dir_okay=False), help="Class names file.")
+def convert(
+    src: str,
+    out: str,
+    arch: str,
+    model_name: str | None,
+    num_frames: int | None,
+    img_size: int | None,
+    num_classes: int | None,
+    num_heads: int | None,
+    tubelet_init: str,
+    frame_stride: int | None,
+    classes_file: str | None,
+) -> None:
+    """Convert SRC (HF ViViT / VideoMAE / TimeSformer, or a 2D ViT to inflate) into a vidtok checkpoint OUT.
+
+    \b
+    Examples:
+      vidtok convert hf/vivit-b-16x2-kinetics400 vivit_k400.safetensors
+      vidtok convert hf/videomae-base-finetuned-kinetics videomae_k400.safetensors
+      vidtok convert vit_b_16.pth vivit_b16x2_in1k.safetensors --arch vit2d --model vivit_b16x2 --num-frames 32
+      vidtok convert vit_b_16.pth tokshift_b16.safetensors --arch vit2d --model tokshift_b16 --num-frames 8
+    """
+    from vidtok.convert import convert as run_convert
+    from vidtok.errors import CheckpointError
+
+    pcfg: dict = {}
+    if frame_stride is not None:
+        pcfg["frame_stride"] = frame_stride
+    if classes_file is not None:
+        try:
+            with open(classes_file, encoding="utf-8") as f:
+                pcfg["class_names"] = [ln.strip() for ln in f if ln.strip()]
+        except OSError as e:
+            raise CheckpointError(f"{classes_file}: cannot read class names ({e.strerror})") from None
+    path = run_convert(
+        src,
+        out,
+        arch=arch,
+        model_name=model_name,
+        num_frames=num_frames,
+        img_size=img_size,
+        num_classes=num_classes,
+        num_heads=num_heads,
+        tubelet_init=tubelet_init,
+        pretrained_cfg=pcfg,
+    )
+    click.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
