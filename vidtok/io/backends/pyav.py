@@ -1,0 +1,258 @@
+"""PyAV backend: the reference decoder and the fallback for every other backend.
+
+How a clip is read::
+
+    open:  demux every packet once (cheap: no decoding) -> presentation timestamps sorted = frame index,
+           keyframe table; decode the first frame (rotation tag, proves the stream decodes)
+    read:  for each wanted frame (ascending): if a keyframe lies between the decoder's position and the frame
+           (or the frame is behind us), seek to the last keyframe at or before it; then decode forward and keep
+           the frames whose pts is wanted. The decoder position survives between calls, so consecutive clips of
+           one video (multi-view, sliding windows) continue forward instead of re-seeking.
+
+The frame count comes from the demuxed packets, not from the header (``stream.frames``), which can be wrong or
+missing (WebM). If packets carry no timestamps (some raw streams), frames are counted in decode output order and
+reads restart from the beginning when they have to go backwards.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidtok.errors import VideoDecodeError
+from vidtok.io.backends.common import rotation_degrees, short_side_size
+from vidtok.io.video import VideoMetadata
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError as e:  # pragma: no cover - av is a hard dependency
+        raise ImportError("the pyav video backend needs PyAV: pip install av") from e
+    return av
+
+
+def _msg(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s[:300] if s else type(e).__name__
+
+
+class PyAVReader:
+    """Random access into one video stream with PyAV. See the module docstring for the strategy."""
+
+    name = "pyav"
+
+    def __init__(self, path: str, *, num_threads: int = 1, short_side: int | None = None):
+        av = _import_av()
+        self.path = path
+        self._short_side = short_side
+        self._container: Any = None
+        self._gen: Iterator[Any] | None = None
+        self._last_pts: int | None = None  # pts of the last frame the decoder produced
+        self._last_frame: Any = None
+        self._ordinal = -1  # decode-order count of the last frame (sequential mode)
+        self.frames_decoded = 0  # total frames decoded by this reader (benchmark statistic)
+        try:
+            self._container = av.open(path, metadata_errors="ignore")
+        except Exception as e:  # av.FFmpegError subclasses, UnicodeDecodeError, OSError
+            raise VideoDecodeError(path, f"cannot open as a video: {_msg(e)}") from e
+        try:
+            self._init_stream(num_threads)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- open
+    def _init_stream(self, num_threads: int) -> None:
+        c = self._container
+        if not c.streams.video:
+            kinds = sorted({s.type for s in c.streams})
+            raise VideoDecodeError(self.path, f"no video stream (streams: {', '.join(kinds) or 'none'})")
+        st = c.streams.video[0]
+        self._stream = st
+        if st.codec_context is None:
+            raise VideoDecodeError(self.path, f"no decoder for video codec id {getattr(st, 'codec_tag', '?')}")
+        cc = st.codec_context
+        cc.thread_count = num_threads
+        if num_threads != 1:
+            cc.thread_type = "AUTO"
+
+        pts, keys, seek_ts, durs = [], [], [], []
+        try:
+            for p in c.demux(st):
+                if p.size == 0 or p.is_discard:
+                    continue
+                pts.append(p.pts)
+                durs.append(p.duration or 0)
+                if p.is_keyframe:
+                    keys.append(p.pts)
+                    seek_ts.append(p.dts if p.dts is not None else p.pts)
+        except Exception:  # truncated/corrupt tail: keep the packets read so far
+            if not pts:
+                raise
+        if not pts:
+            raise VideoDecodeError(self.path, "video stream has no packets")
+        self._sequential = any(p is None for p in pts) or len(set(pts)) != len(pts)
+        if self._sequential:
+            self._pts: list[int] = []
+            self._key_pts: list[int] = []
+            self._seek_ts: list[int] = []
+        else:
+            self._pts = sorted(pts)
+            order = sorted(range(len(keys)), key=lambda k: keys[k])
+            self._key_pts = [keys[k] for k in order]
+            self._seek_ts = [seek_ts[k] for k in order]
+        n = len(pts)
+
+        # Decode the first frame: proves the stream decodes, and the display matrix rides on frames in PyAV.
+        self._restart()
+        try:
+            first = self._next_frame()
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(self.path, f"cannot decode {cc.name} video: {_msg(e)}") from e
+        if first is None:
+            raise VideoDecodeError(self.path, f"no frame could be decoded from the {cc.name} stream")
+        rotation = rotation_degrees(getattr(first, "rotation", 0))
+
+        tb = st.time_base or Fraction(1, 1)
+        if st.duration:
+            duration = float(st.duration * tb)
+        elif not self._sequential:
+            duration = float((self._pts[-1] - self._pts[0] + (durs[-1] or 0)) * tb)
+        elif c.duration:
+            duration = c.duration / 1_000_000
+        else:
+            duration = 0.0
+        rate = st.average_rate or st.guessed_rate
+        fps = float(rate) if rate else (n / duration if duration > 0 else 0.0)
+        if duration <= 0 and fps > 0:
+            duration = n / fps
+        self.metadata = VideoMetadata(
+            num_frames=n,
+            fps=fps,
+            duration=duration,
+            width=int(cc.width or first.width),
+            height=int(cc.height or first.height),
+            codec=cc.name,
+            rotation=rotation,
+            backend=self.name,
+        )
+
+    # ---------------------------------------------------------------- decoding primitives
+    def _decode_packets(self, packets: Iterator[Any]) -> Iterator[Any]:
+        for p in packets:
+            for f in p.decode():
+                self.frames_decoded += 1
+                yield f
+
+    def _next_frame(self) -> Any:
+        assert self._gen is not None
+        f = next(self._gen, None)
+        if f is not None:
+            self._last_frame = f
+            self._last_pts = f.pts
+            self._ordinal += 1
+        return f
+
+    def _restart(self) -> None:
+        """Decode from the start of the stream."""
+        st = self._stream
+        start = self._seek_ts[0] if self._seek_ts else (st.start_time or 0)
+        self._container.seek(start, stream=st, backward=True, any_frame=False)
+        self._gen = self._decode_packets(self._container.demux(st))
+        self._last_pts, self._last_frame, self._ordinal = None, None, -1
+
+    def _seek_to_key(self, k: int) -> None:
+        """Position the decoder on keyframe ``k`` (index into the sorted keyframe table) or an earlier one."""
+        st = self._stream
+        for kk in (k, k - 1, 0):
+            if kk < 0:
+                continue
+            self._container.seek(self._seek_ts[kk], stream=st, backward=True, any_frame=False)
+            demux = self._container.demux(st)
+            first = None
+            for p in demux:
+                if p.size > 0 and not p.is_discard:
+                    first = p
+                    break
+            # The demuxer lands on a keyframe; accept it if it is at or before the one we asked for.
+            if first is not None and first.is_keyframe and first.pts is not None and first.pts <= self._key_pts[k]:
+                self._gen = self._decode_packets(_chain(first, demux))
+                self._last_pts, self._last_frame = None, None
+                return
+        self._restart()
+
+    def _to_array(self, frame: Any) -> np.ndarray:
+        if self._short_side is None:
+            return frame.to_ndarray(format="rgb24")
+        h, w = short_side_size(frame.height, frame.width, self._short_side)
+        return frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+
+    # ---------------------------------------------------------------- read
+    def read(self, indices: list[int]) -> torch.Tensor:
+        if self._container is None:
+            raise VideoDecodeError(self.path, "video is closed")
+        arrays = self._read_sequential(indices) if self._sequential else self._read_by_pts(indices)
+        return torch.from_numpy(np.stack(arrays))
+
+    def _read_by_pts(self, indices: list[int]) -> list[np.ndarray]:
+        out = []
+        for idx in indices:
+            t = self._pts[idx]
+            if self._last_frame is not None and self._last_pts == t:
+                out.append(self._to_array(self._last_frame))
+                continue
+            k = bisect.bisect_right(self._key_pts, t) - 1  # last keyframe at or before t
+            if k < 0:
+                k = 0
+            here = self._last_pts
+            if self._gen is None or here is None or t < here or self._key_pts[k] > here:
+                self._seek_to_key(k)
+            while True:
+                f = self._next_frame()
+                if f is None:
+                    raise VideoDecodeError(
+                        self.path, f"frame {idx} could not be decoded (stream ended after {self.frames_decoded} frames)"
+                    )
+                if f.pts == t:
+                    out.append(self._to_array(f))
+                    break
+                if f.pts is not None and f.pts > t:
+                    # Output is in presentation order, so a later frame means the decoder dropped this one.
+                    raise VideoDecodeError(self.path, f"frame {idx} is missing from the decoded stream (corrupt data)")
+        return out
+
+    def _read_sequential(self, indices: list[int]) -> list[np.ndarray]:
+        out = []
+        for idx in indices:
+            if self._last_frame is not None and self._ordinal == idx:
+                out.append(self._to_array(self._last_frame))
+                continue
+            if self._gen is None or self._ordinal >= idx:
+                self._restart()
+            while self._ordinal < idx:
+                if self._next_frame() is None:
+                    raise VideoDecodeError(self.path, f"frame {idx} could not be decoded (stream has fewer frames)")
+            out.append(self._to_array(self._last_frame))
+        return out
+
+    def close(self) -> None:
+        self._gen = None
+        self._last_frame = None
+        if self._container is not None:
+            try:
+                self._container.close()
+            finally:
+                self._container = None
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest

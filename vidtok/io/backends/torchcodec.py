@@ -1,0 +1,95 @@
+"""torchcodec backend: ``torchcodec.decoders.VideoDecoder`` in exact seek mode (scans the file once at open).
+
+torchcodec rotates frames by the container's display matrix; vidtok returns frames as coded (like PyAV's
+``to_ndarray``), so the rotation is undone here with an exact ``rot90`` and reported in the metadata instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from vidtok.errors import VideoDecodeError
+from vidtok.io.backends.common import rotation_degrees, short_side_size
+from vidtok.io.video import VideoMetadata
+
+
+def _import_decoder():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchcodec.decoders import VideoDecoder
+    except ImportError as e:
+        raise ImportError(
+            "the torchcodec video backend needs torchcodec and FFmpeg libraries: pip install torchcodec "
+            "(and e.g. apt-get install ffmpeg)"
+        ) from e
+    return VideoDecoder
+
+
+def _msg(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s[:300] if s else type(e).__name__
+
+
+class TorchCodecReader:
+    """Frames via ``VideoDecoder.get_frames_at`` (sorted indices: decodes forward, seeks only when it helps)."""
+
+    name = "torchcodec"
+
+    def __init__(self, path: str, *, num_threads: int = 1, short_side: int | None = None):
+        VideoDecoder = _import_decoder()
+        self.path = path
+        self._short_side = short_side
+        try:
+            self._dec: Any = VideoDecoder(
+                path, seek_mode="exact", num_ffmpeg_threads=num_threads, dimension_order="NHWC", device="cpu"
+            )
+        except Exception as e:
+            raise VideoDecodeError(path, f"torchcodec cannot open it: {_msg(e)}") from e
+        md = self._dec.metadata
+        rot = rotation_degrees(getattr(md, "rotation", None))
+        self._undo_k = (-(rot // 90)) % 4  # torch.rot90 turns that undo torchcodec's display rotation
+        w, h = int(md.width), int(md.height)
+        if rot in (90, 270):  # torchcodec reports the displayed (rotated) size
+            w, h = h, w
+        n = md.num_frames
+        if n is None or n <= 0:
+            raise VideoDecodeError(path, "torchcodec found no frames")
+        fps = float(md.average_fps or 0.0)
+        duration = float(md.duration_seconds or (n / fps if fps else 0.0))
+        self.metadata = VideoMetadata(
+            num_frames=int(n),
+            fps=fps if fps else (n / duration if duration else 0.0),
+            duration=duration,
+            width=w,
+            height=h,
+            codec=str(md.codec or ""),
+            rotation=rot,
+            backend=self.name,
+        )
+
+    def read(self, indices: list[int]) -> torch.Tensor:
+        x = self._dec.get_frames_at(indices).data  # (N, H', W', 3), displayed orientation
+        if self._undo_k:
+            x = torch.rot90(x, self._undo_k, dims=(1, 2)).contiguous()
+        if self._short_side is not None:
+            x = _resize(x, self._short_side)
+        return x
+
+    def close(self) -> None:
+        self._dec = None
+
+
+def _resize(x: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Bilinear resize of uint8 (N, H, W, 3) frames to the given short side."""
+    n, h, w, _ = x.shape
+    oh, ow = short_side_size(h, w, short_side)
+    if (oh, ow) == (h, w):
+        return x
+    y = torch.nn.functional.interpolate(
+        x.permute(0, 3, 1, 2).float(), size=(oh, ow), mode="bilinear", align_corners=False, antialias=True
+    )
+    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -1,0 +1,403 @@
+"""The backend-independent video interface: :func:`open_video`, :class:`Video`, :class:`VideoMetadata`.
+
+Dataflow::
+
+    open_video(path, backend) ──► resolve_backend ──► backend Reader (pyav | decord | torchcodec)
+                                                        │ read(sorted unique indices) -> uint8 (N, H, W, 3)
+    Video.get_frames(indices) ── validate, dedupe + sort ┘ ──► scatter back to the requested order
+
+A Reader only ever sees sorted, unique, in-range indices; everything else (duplicates, any order, range checks,
+error wrapping, the one-time fallback to PyAV when torchcodec or decord fails) lives here, once.
+
+Frame index ``i`` is the ``i``-th frame in presentation order, i.e. the ``i``-th frame a full sequential PyAV decode
+(``[f.to_ndarray(format="rgb24") for f in container.decode(video=0)]``) yields. Frames are returned exactly as the
+decoder produces them: the container's rotation tag is reported in :attr:`VideoMetadata.rotation` but not applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from vidtok.errors import VideoDecodeError
+
+# Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (see docs/readme/io.md).
+AUTO_ORDER = ("torchcodec", "decord", "pyav")
+BACKENDS = ("pyav", "decord", "torchcodec")
+_INSTALL = {
+    "pyav": "pip install av",
+    "decord": "pip install decord",
+    "torchcodec": "pip install torchcodec (and the FFmpeg shared libraries, e.g. apt-get install ffmpeg)",
+}
+_MODULE = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec"}
+
+
+@dataclass(frozen=True)
+class VideoMetadata:
+    """What a backend knows about the video stream.
+
+    Attributes:
+        num_frames: number of frames in presentation order (counted from the packets / the backend's frame index,
+            not taken from the header, which can be wrong).
+        fps: average frame rate (frames per second).
+        duration: stream duration in seconds.
+        width: coded frame width in pixels (before any rotation).
+        height: coded frame height in pixels (before any rotation).
+        codec: decoder name, e.g. ``"h264"``.
+        rotation: counter-clockwise display rotation in degrees from the container's display matrix (0 if none).
+            Frames are NOT rotated by vidtok.
+        backend: the backend that produced this metadata.
+    """
+
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    codec: str
+    rotation: int = 0
+    backend: str = ""
+
+
+class Reader(Protocol):
+    """What a backend implements. ``read`` gets sorted, unique, in-range indices."""
+
+    name: str
+    metadata: VideoMetadata
+
+    def read(self, indices: list[int]) -> torch.Tensor:  # uint8 (N, H, W, 3)
+        ...
+
+    def close(self) -> None: ...
+
+
+def _backend_installed(name: str) -> bool:
+    return importlib.util.find_spec(_MODULE[name]) is not None
+
+
+def available_backends() -> list[str]:
+    """Backends whose Python package is importable here, in ``auto`` preference order.
+
+    torchcodec counts as available only if its FFmpeg libraries load (it is probed by importing its decoder).
+    """
+    out = []
+    for name in AUTO_ORDER:
+        if not _backend_installed(name):
+            continue
+        if name == "torchcodec" and not _torchcodec_loads():
+            continue
+        out.append(name)
+    return out
+
+
+_TORCHCODEC_OK: bool | None = None
+
+
+def _torchcodec_loads() -> bool:
+    global _TORCHCODEC_OK
+    if _TORCHCODEC_OK is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torchcodec.decoders import VideoDecoder  # noqa: F401
+            _TORCHCODEC_OK = True
+        except Exception:  # missing/incompatible FFmpeg libraries raise RuntimeError/OSError
+            _TORCHCODEC_OK = False
+    return _TORCHCODEC_OK
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """Turn ``"auto"`` into the fastest available backend; check that a named one is installed.
+
+    Args:
+        backend: ``"auto"``, ``"pyav"``, ``"decord"`` or ``"torchcodec"``.
+
+    Returns:
+        The backend name that :func:`open_video` will use.
+
+    Raises:
+        ValueError: unknown backend name.
+        ImportError: the named backend is not installed (the message has the install command).
+    """
+    if backend == "auto":
+        avail = available_backends()
+        if not avail:
+            raise ImportError(f"no video backend installed; install one: {_INSTALL['pyav']}")
+        return avail[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose one of 'auto', {', '.join(map(repr, BACKENDS))}")
+    if not _backend_installed(backend) or (backend == "torchcodec" and not _torchcodec_loads()):
+        raise ImportError(f"video backend {backend!r} is not available; install it: {_INSTALL[backend]}")
+    return backend
+
+
+def _make_reader(backend: str, path: str, num_threads: int, short_side: int | None) -> Reader:
+    if backend == "pyav":
+        from vidtok.io.backends.pyav import PyAVReader
+
+        return PyAVReader(path, num_threads=num_threads, short_side=short_side)
+    if backend == "decord":
+        from vidtok.io.backends.decord import DecordReader
+
+        return DecordReader(path, num_threads=num_threads, short_side=short_side)
+    if backend == "torchcodec":
+        from vidtok.io.backends.torchcodec import TorchCodecReader
+
+        return TorchCodecReader(path, num_threads=num_threads, short_side=short_side)
+    raise ValueError(f"unknown video backend {backend!r}")
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.isdir(path):
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
+def _as_index_list(indices: Any, path: str) -> list[int]:
+    if isinstance(indices, torch.Tensor):
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise VideoDecodeError(path, f"frame indices must be integers, got a {indices.dtype} tensor")
+        return [int(i) for i in indices.reshape(-1).tolist()]
+    if isinstance(indices, np.ndarray):
+        if not np.issubdtype(indices.dtype, np.integer):
+            raise VideoDecodeError(path, f"frame indices must be integers, got a {indices.dtype} array")
+        return [int(i) for i in indices.reshape(-1).tolist()]
+    if isinstance(indices, int | np.integer):
+        return [int(indices)]
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int | np.integer | torch.Tensor):
+            raise VideoDecodeError(path, f"frame indices must be integers, got {i!r}")
+        out.append(int(i))
+    return out
+
+
+class Video:
+    """An open video file. Use :func:`open_video` to create one; close it (or use ``with``) when done.
+
+    The underlying reader stays open between calls, so several clips of one video (multi-view testing, sliding
+    windows) reuse it; the PyAV backend also keeps its decoder position and only seeks when that skips work.
+    """
+
+    def __init__(self, path: str, reader: Reader, *, num_threads: int = 1, short_side: int | None = None):
+        self.path = path
+        self._reader: Reader | None = reader
+        self._num_threads = num_threads
+        self._short_side = short_side
+        self._fell_back = reader.name == "pyav"  # PyAV is the last resort; never "fall back" from it
+
+    @property
+    def backend(self) -> str:
+        """The backend currently serving frames (``"pyav"`` after a fallback)."""
+        return self._open_reader().name
+
+    @property
+    def metadata(self) -> VideoMetadata:
+        return self._open_reader().metadata
+
+    def __len__(self) -> int:
+        return self.metadata.num_frames
+
+    def _open_reader(self) -> Reader:
+        if self._reader is None:
+            raise VideoDecodeError(self.path, "video is closed")
+        return self._reader
+
+    def _fallback(self, err: BaseException) -> None:
+        """Replace a failed torchcodec/decord reader with PyAV (once per Video)."""
+        old = self._open_reader()
+        warnings.warn(
+            f"{self.path}: {old.name} failed ({type(err).__name__}: {_one_line(err)}); retrying with pyav",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        old_meta = old.metadata
+        with contextlib.suppress(Exception):
+            old.close()
+        self._reader = None
+        self._fell_back = True
+        try:
+            self._reader = _make_reader("pyav", self.path, self._num_threads, self._short_side)
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(
+                self.path, f"{old.name} failed ({_one_line(err)}); pyav failed: {_one_line(e)}"
+            ) from e
+        if self._reader.metadata.num_frames != old_meta.num_frames:
+            warnings.warn(
+                f"{self.path}: pyav counts {self._reader.metadata.num_frames} frames, {old.name} "
+                f"counted {old_meta.num_frames}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def get_frames(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Decode frames by index.
+
+        Args:
+            indices: frame indices in presentation order; any order, duplicates allowed.
+
+        Returns:
+            uint8 tensor ``(T, H, W, 3)`` RGB, ``T = len(indices)``, in the order asked for.
+
+        Raises:
+            VideoDecodeError: an index is out of range, or the frames cannot be decoded.
+        """
+        idx = _as_index_list(indices, self.path)
+        n = self.metadata.num_frames
+        bad = [i for i in idx if i < 0 or i >= n]
+        if bad:
+            raise VideoDecodeError(self.path, f"frame index {bad[0]} out of range: the video has {n} frames")
+        if not idx:
+            m = self.metadata
+            h, w = self._out_hw(m)
+            return torch.empty((0, h, w, 3), dtype=torch.uint8)
+        uniq = sorted(set(idx))
+        frames = self._read(uniq)
+        if uniq == idx:
+            return frames
+        pos = {v: k for k, v in enumerate(uniq)}
+        return frames[torch.tensor([pos[i] for i in idx], dtype=torch.long)]
+
+    def get_clips(self, clips: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Decode several clips of this video in one forward pass (shared frames are decoded once).
+
+        Args:
+            clips: one index list per clip (e.g. the 4 uniform views of multi-view testing).
+
+        Returns:
+            one uint8 ``(T_i, H, W, 3)`` tensor per clip.
+        """
+        lists = [_as_index_list(c, self.path) for c in clips]
+        flat = [i for c in lists for i in c]
+        frames = self.get_frames(flat)
+        out, start = [], 0
+        for c in lists:
+            out.append(frames[start : start + len(c)])
+            start += len(c)
+        return out
+
+    def _out_hw(self, m: VideoMetadata) -> tuple[int, int]:
+        if self._short_side is None:
+            return m.height, m.width
+        from vidtok.io.backends.common import short_side_size
+
+        return short_side_size(m.height, m.width, self._short_side)
+
+    def _read(self, uniq: list[int]) -> torch.Tensor:
+        reader = self._open_reader()
+        try:
+            return reader.read(uniq)
+        except VideoDecodeError as e:
+            if self._fell_back:
+                raise
+            err: BaseException = e
+        except Exception as e:  # backend libraries raise anything (RuntimeError, DECORDError, av.FFmpegError, ...)
+            if self._fell_back:
+                raise VideoDecodeError(self.path, f"{reader.name}: {_one_line(e)}") from e
+            err = e
+        self._fallback(err)
+        try:
+            return self._open_reader().read(uniq)
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(self.path, f"pyav: {_one_line(e)}") from e
+
+    def close(self) -> None:
+        """Release the decoder and file handle. Safe to call twice."""
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            finally:
+                self._reader = None
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        if self._reader is None:
+            return f"Video({self.path!r}, closed)"
+        m = self._reader.metadata
+        return (
+            f"Video({self.path!r}, backend={self._reader.name!r}, {m.num_frames} frames, {m.width}x{m.height}, "
+            f"{m.fps:.3f} fps, {m.codec})"
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s[:300] if s else type(e).__name__
+
+
+def open_video(
+    path: str | os.PathLike,
+    backend: str = "auto",
+    *,
+    num_threads: int = 1,
+    short_side: int | None = None,
+) -> Video:
+    """Open a video file for random-access frame reading.
+
+    Args:
+        path: the video file.
+        backend: ``"auto"`` (fastest installed, see :data:`AUTO_ORDER`), ``"torchcodec"``, ``"decord"`` or
+            ``"pyav"``. If torchcodec or decord fails on this file, it is retried once with PyAV.
+        num_threads: decoder threads per reader; 1 by default because data-loader workers already run in parallel.
+        short_side: if set, frames are resized at decode time so that their shorter side is this many pixels
+            (aspect ratio kept, bilinear). Resized pixels are not bit-identical across backends.
+
+    Returns:
+        An open :class:`Video`.
+
+    Raises:
+        VideoDecodeError: the file is missing, empty, not a video, or has no decodable video stream.
+        ValueError: bad ``backend``, ``num_threads`` or ``short_side``.
+        ImportError: the named backend is not installed.
+    """
+    if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
+        raise ValueError(f"num_threads must be an int >= 0 (0 = library default), got {num_threads!r}")
+    if short_side is not None and (not isinstance(short_side, int) or isinstance(short_side, bool) or short_side < 2):
+        raise ValueError(f"short_side must be None or an int >= 2, got {short_side!r}")
+    path = os.fspath(path)
+    name = resolve_backend(backend)
+    _check_path(path)
+    try:
+        reader = _make_reader(name, path, num_threads, short_side)
+    except VideoDecodeError as e:
+        if name == "pyav":
+            raise
+        first: BaseException = e
+    except Exception as e:
+        if name == "pyav":
+            raise VideoDecodeError(path, _one_line(e)) from e
+        first = e
+    else:
+        return Video(path, reader, num_threads=num_threads, short_side=short_side)
+    # torchcodec/decord could not open it: retry once with PyAV.
+    try:
+        reader = _make_reader("pyav", path, num_threads, short_side)
+    except VideoDecodeError as e:
+        raise VideoDecodeError(path, f"{e.reason} ({name}: {_one_line(first)})") from e
+    except Exception as e:
+        raise VideoDecodeError(path, f"{_one_line(e)} ({name}: {_one_line(first)})") from e
+    return Video(path, reader, num_threads=num_threads, short_side=short_side)
