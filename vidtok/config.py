@@ -107,6 +107,9 @@ class TrainConfig:
     ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at each epoch end)
     keep_last: int = 3  # checkpoints kept in the run folder
     compile: bool = False  # torch.compile the model
+    # added by the training engineer: control experiment that permutes the frames of every clip (train and eval),
+    # destroying motion while keeping appearance; a model that uses motion drops to chance with it
+    shuffle_frames: bool = False
 
 
 @dataclass

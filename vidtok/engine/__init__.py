@@ -1,0 +1,27 @@
+"""Training, evaluation, checkpoints and distributed set-up. Inference (classify / embed) lives in ``infer``.
+
+Submodules are imported on use (``from vidtok.engine.train import train``) so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "train": "vidtok.engine.train",
+    "NonFiniteLossError": "vidtok.engine.train",
+    "evaluate": "vidtok.engine.evaluate",
+    "format_report": "vidtok.engine.evaluate",
+    "write_report": "vidtok.engine.evaluate",
+    "build_optimizer": "vidtok.engine.optim",
+    "cosine_lr": "vidtok.engine.optim",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vidtok.engine' has no attribute {name!r}")
