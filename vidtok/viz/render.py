@@ -238,6 +238,11 @@ class _Canvas:
         self.header_h = _font_h(self.font) + 10
         self.cell_w, self.cell_h = cell_w, cell_h
         width = self.pad + len(labels) * (cell_w + self.pad)
+        self.image = Image.new("RGB", (1, 1))
+        self.draw = ImageDraw.Draw(self.image)
+        if title:  # a narrow grid (argmax: 2 columns) widens to show the predictions, up to 3 more cells
+            need = _text_width(self.draw, title, self.title_font) + 2 * self.pad + 8
+            width = max(width, min(need, width + 3 * (cell_w + self.pad)))
         # Legend: "■ i" entries wrapped over as many lines as the width needs.
         entry_w = _font_h(self.font) * 3
         per_line = max(1, (width - 2 * self.pad) // entry_w)
