@@ -1,0 +1,78 @@
+"""Named models: tiny entry functions registered with :func:`register_model` (timm / torchvision style).
+
+Each entry function takes keyword overrides and returns a built model; :func:`create_model` records the name and
+the exact overrides on the model (``model.model_name``, ``model.model_kwargs``), so
+``create_model(model.model_name, **model.model_kwargs)`` rebuilds the architecture (that is what checkpoints
+store).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from vidtok.errors import ConfigError
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+
+_MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+_MODEL_MODULES = ("vidtok.models.vivit",)  # modules whose import registers the built-in models
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn`` under its ``__name__``; registering a name twice is an error."""
+    name = fn.__name__
+    if name in _MODEL_ENTRYPOINTS:
+        raise ValueError(f"model {name!r} is already registered (by {_MODEL_ENTRYPOINTS[name].__module__})")
+    _MODEL_ENTRYPOINTS[name] = fn
+    return fn
+
+
+def _ensure_builtin() -> None:
+    for mod in _MODEL_MODULES:
+        importlib.import_module(mod)
+
+
+def list_models(pattern: str = "") -> list[str]:
+    """Sorted registered names containing ``pattern``."""
+    _ensure_builtin()
+    return sorted(n for n in _MODEL_ENTRYPOINTS if pattern in n)
+
+
+def is_model(name: str) -> bool:
+    _ensure_builtin()
+    return name in _MODEL_ENTRYPOINTS
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The entry function registered as ``name`` (ConfigError naming the known models if there is none)."""
+    _ensure_builtin()
+    if name not in _MODEL_ENTRYPOINTS:
+        known = ", ".join(sorted(_MODEL_ENTRYPOINTS))
+        raise ConfigError(f"unknown model {name!r} (known: {known})", key="model.name")
+    return _MODEL_ENTRYPOINTS[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword overrides of its architecture arguments.
+
+    Common overrides: ``num_classes``, ``num_frames``, ``img_size``, ``attn_backend``, ``drop_path_rate``,
+    ``dropout``; any constructor argument of :class:`~vidtok.models.vivit.ViViT` (e.g. ``depth=2``,
+    ``token_reducer_kwargs={"num_tokens": 16}``) works too.
+
+    Raises:
+        ConfigError: unknown name, or an override the architecture does not accept / an invalid value.
+    """
+    fn = model_entrypoint(name)
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model {name!r}: {e}", key="model") from e
+    except ValueError as e:
+        raise ConfigError(f"model {name!r}: {e}", key="model") from e
+    model.model_name = name
+    model.model_kwargs = dict(kwargs)
+    return model
