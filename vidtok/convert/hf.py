@@ -194,14 +194,11 @@ def _block_common(take: _Taker, i: int, out: dict[str, torch.Tensor], *, qkv: st
         if take.has(f"{a}.query.bias"):
             qb, kb, vb = take(f"{a}.query.bias"), take(f"{a}.key.bias"), take(f"{a}.value.bias")
             out[f"{c}.attn.qkv.bias"] = torch.cat([qb, kb, vb], 0)
-    elif qkv == "qv":  # VideoMAE: q and v biases, no k bias (softmax is invariant to a k bias; zeros keep it exact)
+    elif qkv == "qv":  # VideoMAE: separate q and v biases, no k bias (vidtok Attention qkv_bias="qv")
         if take.has(f"{a}.q_bias"):
-            qb, vb = take(f"{a}.q_bias"), take(f"{a}.v_bias")
+            out[f"{c}.attn.q_bias"], out[f"{c}.attn.v_bias"] = take(f"{a}.q_bias"), take(f"{a}.v_bias")
         elif take.has(f"{a}.query.bias"):
-            qb, vb = take(f"{a}.query.bias"), take(f"{a}.value.bias")
-        else:
-            return
-        out[f"{c}.attn.qkv.bias"] = torch.cat([qb, torch.zeros_like(qb), vb], 0)
+            out[f"{c}.attn.q_bias"], out[f"{c}.attn.v_bias"] = take(f"{a}.query.bias"), take(f"{a}.value.bias")
 
 
 def _num_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -222,10 +219,10 @@ def _head(take: _Taker, out: dict[str, torch.Tensor], where: Path) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 # Per-architecture: HF config -> canonical architecture description, HF tensors -> canonical tensors.
 #
-# Canonical names (timm-like): patch_embed.proj.{weight,bias} (Conv3d), cls_token, pos_embed (joint, CLS first),
-# pos_embed_spatial / pos_embed_temporal (separable), blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2},
-# blocks.i.{norm_t,attn_t.qkv,attn_t.proj,temporal_fc} (TimeSformer), norm, fc_norm, head. vidtok/convert/_target.py
-# renames them onto the vidtok model's own parameter names.
+# Output names are vidtok.models.vivit.ViViT's: patch_embed.proj.* (Conv3d), cls_token, pos_embed.table (joint,
+# CLS row first) or pos_embed.{spatial,temporal} (separable), blocks.i.{norm1,attn.qkv,attn.q_bias,
+# attn.v_bias,attn.proj,norm2,mlp.fc1,mlp.fc2}, blocks.i.{norm_t,attn_t.*,proj_t} (TimeSformer), norm, fc_norm, head.
+# The architecture description goes to vidtok/convert/_target.py, which turns it into create_model kwargs.
 
 
 def _common_arch(config: dict[str, Any], where: Path, num_layers: int) -> dict[str, Any]:
@@ -237,11 +234,14 @@ def _common_arch(config: dict[str, Any], where: Path, num_layers: int) -> dict[s
         raise CheckpointError(
             f"{where}: config says {config.get('num_hidden_layers')} layers but the weights have {num_layers}"
         )
+    hidden = int(config["intermediate_size"])
+    if int(D * (hidden / D)) != hidden:  # ViViT builds the MLP as int(D * mlp_ratio)
+        raise CheckpointError(f"{where}: intermediate_size {hidden} is not representable as D * mlp_ratio (D={D})")
     return {
         "embed_dim": D,
         "depth": num_layers,
         "num_heads": heads,
-        "mlp_hidden": int(config["intermediate_size"]),
+        "mlp_ratio": hidden / D,
         "norm_eps": float(config.get("layer_norm_eps", 1e-6)),
         "act": _act(config, where),
         "img_size": _square(config, where),
@@ -258,10 +258,17 @@ def _map_vivit(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     t, ph, pw = (int(v) for v in cfg.get("tubelet_size", (2, 16, 16)))
     if ph != pw:
         raise CheckpointError(f"{where}: non-square tubelet {t}x{ph}x{pw} is not supported")
-    arch.update(kind="vivit", tubelet=(t, ph, pw), pool="cls", pos="joint", qkv_bias=bool(cfg.get("qkv_bias", True)))
+    arch.update(
+        tubelet_size=[t, ph, pw],
+        attn_type="joint",
+        class_token="global",
+        pos_embed="joint",
+        pool="cls",
+        qkv_bias="all" if cfg.get("qkv_bias", True) else "none",
+    )
     out: dict[str, torch.Tensor] = {}
     out["cls_token"] = take("embeddings.cls_token")
-    out["pos_embed"] = take("embeddings.position_embeddings")  # (1, 1 + T'·H'·W', D), T'-major like our tokens
+    out["pos_embed.table"] = take("embeddings.position_embeddings")  # (1, 1 + T'·H'·W', D), T'-major like our tokens
     out["patch_embed.proj.weight"] = take("embeddings.patch_embeddings.projection.weight")  # (D, C, t, p, p)
     out["patch_embed.proj.bias"] = take("embeddings.patch_embeddings.projection.bias")
     for i in range(n):
@@ -287,11 +294,13 @@ def _map_videomae(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor
     if p[0] != p[1]:
         raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
     arch.update(
-        kind="videomae",
-        tubelet=(int(cfg.get("tubelet_size", 2)), p[0], p[1]),
+        tubelet_size=[int(cfg.get("tubelet_size", 2)), p[0], p[1]],
+        attn_type="joint",
+        class_token="none",
+        pos_embed="sincos",
         pool="mean",
-        pos="sincos",
-        qkv_bias=bool(cfg.get("qv_bias", True)),
+        fc_norm=True,
+        qkv_bias="qv" if cfg.get("qv_bias", True) else "none",
         fc_norm_eps=1e-5,  # HF builds fc_norm with nn.LayerNorm's default eps, not layer_norm_eps
     )
     out: dict[str, torch.Tensor] = {}
@@ -322,18 +331,20 @@ def _map_timesformer(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Ten
     if p[0] != p[1]:
         raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
     arch.update(
-        kind="timesformer",
-        tubelet=(1, p[0], p[1]),
+        tubelet_size=[1, p[0], p[1]],
+        attn_type="fsa",  # divided space-time: temporal attention (+ temporal_dense), then spatial, then MLP
+        attn_order="time_space",
+        temporal_proj=True,
+        class_token="global",
+        pos_embed="separable",
         pool="cls",
-        pos="separable",
-        qkv_bias=bool(cfg.get("qkv_bias", True)),
+        qkv_bias="all" if cfg.get("qkv_bias", True) else "none",
     )
     out: dict[str, torch.Tensor] = {}
     out["cls_token"] = take("embeddings.cls_token")
-    pos = take("embeddings.position_embeddings")  # (1, 1 + H'·W', D): CLS entry first, then space
-    out["pos_embed_cls"] = pos[:, :1]
-    out["pos_embed_spatial"] = pos[:, 1:]
-    out["pos_embed_temporal"] = take("embeddings.time_embeddings")  # (1, T, D), patch tokens only
+    # (1, 1 + H'·W', D): the CLS row first, then space; the temporal table (1, T, D) is added to patch tokens only
+    out["pos_embed.spatial"] = take("embeddings.position_embeddings")
+    out["pos_embed.temporal"] = take("embeddings.time_embeddings")
     out["patch_embed.proj.weight"] = take("embeddings.patch_embeddings.projection.weight").unsqueeze(2)  # Conv3d t=1
     out["patch_embed.proj.bias"] = take("embeddings.patch_embeddings.projection.bias")
     for i in range(n):
@@ -346,8 +357,8 @@ def _map_timesformer(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Ten
             out[f"{c}.attn_t.qkv.bias"] = take(f"{L}.temporal_attention.attention.qkv.bias")
         out[f"{c}.attn_t.proj.weight"] = take(f"{L}.temporal_attention.output.dense.weight")
         out[f"{c}.attn_t.proj.bias"] = take(f"{L}.temporal_attention.output.dense.bias")
-        out[f"{c}.temporal_fc.weight"] = take(f"{L}.temporal_dense.weight")
-        out[f"{c}.temporal_fc.bias"] = take(f"{L}.temporal_dense.bias")
+        out[f"{c}.proj_t.weight"] = take(f"{L}.temporal_dense.weight")
+        out[f"{c}.proj_t.bias"] = take(f"{L}.temporal_dense.bias")
     out["norm.weight"] = take("layernorm.weight")
     out["norm.bias"] = take("layernorm.bias")
     arch["num_classes"] = _head(take, out, where)
@@ -387,6 +398,36 @@ def hf_pretrained_cfg(src: HFSource, arch: str, *, num_classes: int, num_frames:
     }
 
 
+# Registry entry each architecture is built on (every architecture argument is passed explicitly, so the entry only
+# names the family; `create_model(model.model_name, **model.model_kwargs)` rebuilds the exact model).
+DEFAULT_MODELS = {"vivit": "vivit_b16x2", "videomae": "videomae_b16x2", "timesformer": "timesformer_b16"}
+
+
+def build_model(kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, model_name: str, where: Path) -> nn.Module:
+    """``create_model(model_name, **kwargs)`` and load ``state`` strictly, with errors that name the file."""
+    from vidtok.models import create_model
+
+    try:
+        model = create_model(model_name, **kwargs)
+    except Exception as e:  # unknown registry name, or an architecture the registry entry rejects
+        msg = " ".join(str(e).split()).strip("'\"")
+        raise CheckpointError(f"{where}: cannot build vidtok model {model_name!r}: {msg}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: converted weights do not fit {model_name!r}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{where}: {k}: converted shape {tuple(state[k].shape)} but {model_name!r} has {tuple(v.shape)}"
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    return model
+
+
 def convert_hf(
     src: str | os.PathLike | HFSource, *, arch: str = "auto", model_name: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -401,17 +442,15 @@ def convert_hf(
         ``(model, pretrained_cfg)``; the model is in eval mode with ``pretrained_cfg`` attached; save it with
         :func:`vidtok.models.hub.save_model`.
     """
-    from vidtok.convert._target import build_target
-
     if not isinstance(src, HFSource):
         src = read_hf_source(src)
     found = detect_arch(src.config, src.path)
     if arch not in ("auto", found):
         raise CheckpointError(f"{src.path}: --arch {arch} but config.json is a {found} model")
-    desc, canon = _MAPPERS[found](src)
-    model = build_target(desc, canon, model_name=model_name, where=src.path)
+    kwargs, state = _MAPPERS[found](src)
+    model = build_model(kwargs, state, model_name=model_name or DEFAULT_MODELS[found], where=src.path)
     cfg = hf_pretrained_cfg(
-        src, found, num_classes=desc["num_classes"], num_frames=desc["num_frames"], crop=desc["img_size"]
+        src, found, num_classes=kwargs["num_classes"], num_frames=kwargs["num_frames"], crop=kwargs["img_size"]
     )
     model.pretrained_cfg = cfg
     return model.eval(), cfg
