@@ -51,11 +51,11 @@ def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
 
 
 def to_model_input(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``(T, C, H, W)`` -> normalised float32 ``(C, T, H, W)``: ``(x / 255 - mean) / std``."""
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
-    x = video.permute(1, 0, 2, 3).to(torch.float32).div_(255.0)  # (C, T, H, W)
-    return x.sub_(m).div_(s)
+    """uint8 ``(T, C, H, W)`` -> normalised, contiguous float32 ``(C, T, H, W)``: ``(x / 255 - mean) / std``."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32).view(3, 1, 1, 1)
+    x = video.permute(1, 0, 2, 3).contiguous().to(torch.float32)  # (C, T, H, W)
+    return torch.addcmul(shift, x, scale)
 
 
 def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:

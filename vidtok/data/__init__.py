@@ -1,0 +1,55 @@
+"""Labelled video data: clip samplers, transforms, datasets (Kinetics CSV, lists, folders), loaders, synthetic data.
+
+See :mod:`vidtok.data.datasets` for the dataflow. Typical use::
+
+    from vidtok.data import build_dataset, build_loader
+
+    train_set = build_dataset(cfg.data, "train", seed=cfg.train.seed, bad_files=run_dir / "bad_files.txt")
+    loader = build_loader(train_set, cfg.data, train=True, seed=cfg.train.seed)
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:  # batch["video"]: (B, C, T, H, W) float32, batch["label"]: (B,)
+            ...
+"""
+
+from vidtok.data.datasets import (
+    VideoClipDataset,
+    build_dataset,
+    parse_class_folders,
+    parse_kinetics_csv,
+    parse_list_file,
+    read_bad_files,
+    read_classes,
+    resolve_classes,
+)
+from vidtok.data.loader import EpochSampler, build_loader, collate_clips
+from vidtok.data.samplers import Clip, random_clip, sample_clips, segment_clip, sliding_clips, uniform_clips
+from vidtok.data.synthetic import MOTIONS, make_synthetic_dataset
+from vidtok.data.transforms import NORMALIZATION, EvalTransform, MixupCutmix, TrainTransform, build_transforms
+
+__all__ = [
+    "Clip",
+    "random_clip",
+    "uniform_clips",
+    "segment_clip",
+    "sliding_clips",
+    "sample_clips",
+    "TrainTransform",
+    "EvalTransform",
+    "MixupCutmix",
+    "build_transforms",
+    "NORMALIZATION",
+    "VideoClipDataset",
+    "build_dataset",
+    "read_classes",
+    "resolve_classes",
+    "parse_kinetics_csv",
+    "parse_list_file",
+    "parse_class_folders",
+    "read_bad_files",
+    "EpochSampler",
+    "build_loader",
+    "collate_clips",
+    "MOTIONS",
+    "make_synthetic_dataset",
+]
