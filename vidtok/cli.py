@@ -331,6 +331,121 @@ def synth(out, num_classes, per_class, val_per_class, seed, size, frames, fps, w
     )
 
 
+def _infer_options(f):
+    """Options shared by `classify` and `embed` (decoding, batching, resume, device)."""
+    for opt in reversed(
+        [
+            click.option("--batch-size", default=16, show_default=True, help="Clips per forward pass (across videos)."),
+            click.option("--workers", "num_workers", default=2, show_default=True, help="Decode processes."),
+            click.option("--timeout", default=120.0, show_default=True, help="Seconds one file may take to decode."),
+            click.option("--resume", is_flag=True, help="Skip videos already in --out (repairs a half-written one)."),
+            click.option("--overwrite", is_flag=True, help="Start --out again if it exists."),
+            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N."),
+            click.option(
+                "--amp",
+                type=click.Choice(["auto", "none", "bf16", "fp16"]),
+                default="auto",
+                show_default=True,
+                help="Autocast dtype (auto: bf16 on CUDA, off on CPU).",
+            ),
+            click.option("--backend", default="auto", show_default=True, help="auto | torchcodec | decord | pyav."),
+            click.option(
+                "--ext",
+                "extensions",
+                default="mp4,avi,mkv,webm,mov,m4v,mpg,mpeg,flv,wmv,3gp,ts",
+                show_default=True,
+                help="Comma-separated extensions searched for in folders.",
+            ),
+            click.option("--quiet", is_flag=True, help="No progress bar or summary."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--checkpoint", "-c", required=True, help="vidtok checkpoint (.safetensors) or run folder.")
+@click.option("--topk", default=5, show_default=True, help="Labels per video.")
+@click.option("--views", default=None, help="CLIPSxCROPS, e.g. 4x3 (default: the checkpoint's test views).")
+@click.option("--out", "-o", default=None, help="preds.csv | .jsonl | .parquet (default: print CSV to stdout).")
+@_infer_options
+def classify(paths, checkpoint, topk, views, out, **kw) -> None:
+    """Top-k classes of every video in PATHS (files, folders searched recursively, or @list.txt).
+
+    Each video is cut into uniform clips x crops, probabilities are averaged over the views, and one row is written
+    per video as soon as it is done (path, status, duration, views, label_i/prob_i, error). A file that cannot be
+    decoded is a row with status=error. Under torchrun every process takes a shard and rank 0 merges.
+
+    \b
+    Examples:
+      vidtok classify videos/ --checkpoint runs/k400 --out preds.csv
+      vidtok classify a.mp4 b.mkv -c model.safetensors --topk 3 --views 4x3 --out preds.jsonl
+      vidtok classify videos/ -c model.safetensors --out preds.parquet --resume
+      torchrun --nproc-per-node 4 -m vidtok.cli classify videos/ -c model.safetensors --out preds.csv
+    """
+    from vidtok.engine.infer import classify as run
+
+    quiet = kw.pop("quiet")
+    kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
+    rows = run(list(paths), checkpoint, topk=topk, views=views, out=out, verbose=not quiet, **kw)
+    if out is None:
+        import csv
+
+        k = max((len(r["labels"]) for r in rows), default=0)
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        topk_cols = [f"{c}_{i}" for i in range(1, k + 1) for c in ("label", "prob")]
+        w.writerow(["path", "status", "duration", "views", *topk_cols, "error"])
+        for r in rows:
+            pairs = [v for lp in zip(r["labels"], (f"{p:.4f}" for p in r["probs"]), strict=True) for v in lp]
+            pairs += [""] * (2 * k - len(pairs))
+            dur = "" if r["duration"] is None else f"{r['duration']:.2f}"
+            w.writerow([r["path"], r["status"], dur, r["views"], *pairs, r["error"]])
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--checkpoint", "-c", required=True, help="vidtok checkpoint (.safetensors) or run folder.")
+@click.option("--out", "-o", required=True, help="emb.parquet | emb.npy | emb.safetensors (+ emb.index.csv).")
+@click.option("--window", default=None, help="Window length, e.g. 2s (default: the model's clip length).")
+@click.option("--hop", default=None, help="Hop between windows, e.g. 1s (default: the window).")
+@click.option("--per-video", is_flag=True, help="One vector per video (mean over the checkpoint's test clips).")
+@click.option("--normalize", is_flag=True, help="L2-normalise every vector.")
+@click.option("--fp16", is_flag=True, help="Store float16 vectors (default float32).")
+@click.option("--tokens", is_flag=True, help="Also store the TokenLearner tokens of every row.")
+@_infer_options
+def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, tokens, **kw) -> None:
+    """Clip embeddings (pre-logits features) of every video in PATHS, over sliding windows or one per video.
+
+    Vectors go to --out (.parquet holds the index columns too; .npy / .safetensors get OUT_STEM.index.csv with
+    path, clip_start, clip_end, row). Videos that fail are listed in OUT.errors.csv. Under torchrun every process
+    takes a shard and rank 0 merges.
+
+    \b
+    Examples:
+      vidtok embed videos/ --checkpoint runs/k400 --out emb.parquet --window 2s --hop 1s
+      vidtok embed videos/ -c model.safetensors --out emb.npy --per-video --normalize --fp16
+      vidtok embed videos/ -c model.safetensors --out emb.safetensors --tokens --resume
+    """
+    from vidtok.engine.infer import embed as run
+
+    quiet = kw.pop("quiet")
+    kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
+    run(
+        list(paths),
+        checkpoint,
+        out=out,
+        window=window,
+        hop=hop,
+        per_video=per_video,
+        normalize=normalize,
+        fp16=fp16,
+        tokens=tokens,
+        verbose=not quiet,
+        **kw,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
