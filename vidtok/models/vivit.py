@@ -665,6 +665,17 @@ def _register_all() -> None:
     reg("vivit_b16x2_tl8", _vivit("b", token_reducer="tokenlearner", token_reducer_layer=4,
                                   token_reducer_kwargs={"num_tokens": 8, "version": "1.1"}), _VIVIT_CFG,
         "ViViT-B/16x2 Model 1 with TokenLearner v1.1: 8 tokens per temporal slice after block 4 of 12.")  # fmt: skip
+    # The HF architectures `vidtok convert` imports (vidtok/convert/hf.py passes every argument explicitly).
+    reg("videomae_b16x2", dict(_vivit("b"), num_frames=16, class_token="none", pos_embed="sincos", pool="mean",
+                               fc_norm=True, fc_norm_eps=1e-5, qkv_bias="qv", norm_eps=1e-12),
+        dict(_VIVIT_CFG, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), frame_stride=4, short_side=224,
+             test_clips=5, test_crops=3),
+        "VideoMAE-B/16x2 (HF VideoMAEForVideoClassification): sincos positions, q/v bias, mean pool.")  # fmt: skip
+    reg("timesformer_b16", dict(_vivit("b"), num_frames=8, tubelet_size=(1, 16, 16), attn_type="fsa",
+                                attn_order="time_space", temporal_proj=True, pos_embed="separable"),
+        dict(_VIVIT_CFG, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), frame_stride=32, short_side=224,
+             test_clips=1, test_crops=3),
+        "TimeSformer-B/16 divided space-time attention, 8×224² (HF TimesformerForVideoClassification).")  # fmt: skip
     for s, label in (("ti", "Ti"), ("s", "S"), ("b", "B")):
         reg(f"tokshift_{s}16", _tokshift(s), _TOKSHIFT_CFG,
             f"TokShift-{label}/16: frame-wise ViT over 8 frames, CLS-token shift in every block.")  # fmt: skip
