@@ -109,40 +109,62 @@ def load_clip(
     return shown.permute(1, 2, 3, 0).numpy(), x, indices.tolist()  # frames (T, c, c, 3)
 
 
-def _cls_maps(aux: dict[str, Any], name: str) -> tuple[np.ndarray, str]:
-    """Last-block attention as (T', 1, Hp, Wp) maps over the tubelet grid, and its column label."""
+def _token_maps(aux: dict[str, Any], name: str):
+    """TokenLearner maps as ``(T', S, Hp, Wp)``, or None; joint maps ``(1, S, T'·Hp·Wp)`` are split by slice."""
+    from einops import rearrange
+
+    maps = aux.get("token_maps")
+    if maps is None:
+        return None
+    tp, hp, wp = (int(v) for v in aux["grid"])
+    maps = maps[0].float()
+    if maps.ndim == 4:  # (T', S, Hp, Wp): one set of S maps per temporal slice
+        return maps
+    if maps.ndim == 3 and maps.shape[0] == 1 and maps.shape[-1] == tp * hp * wp:  # joint TokenLearner
+        return rearrange(maps[0], "s (t h w) -> t s h w", t=tp, h=hp, w=wp)  # (T', S, Hp, Wp)
+    raise VidtokError(f"model {name!r}: token maps of shape {tuple(maps.shape)} do not fit the grid {tp}x{hp}x{wp}")
+
+
+def _cls_maps(aux: dict[str, Any], model: Any) -> tuple[Any, str]:
+    """Last-block attention as ``(T', 1, Hp, Wp)`` maps over the tubelet grid, and its column label."""
     import torch
 
-    attn = aux.get("last_attn")
-    grid = aux.get("grid")
+    name = _model_name(model)
+    attn, grid = aux.get("last_attn"), aux.get("grid")
     if attn is None or grid is None:
-        raise VidtokError(f"model {name!r} returns no last-block attention (aux['last_attn']) to show with --mode cls")
+        kind = getattr(model, "reduced_attn_type", None) or getattr(model, "attn_type", None)
+        why = f" (its last block uses {kind!r} attention, not joint)" if kind and kind != "joint" else ""
+        raise VidtokError(f"model {name!r} exposes no last-block attention map for --mode cls{why}")
     attn = attn[0].float()  # (N, N) head-averaged
     tp, hp, wp = (int(v) for v in grid)
     n = attn.shape[-1]
-    token_maps = aux.get("token_maps")
-    s = int(token_maps.shape[2]) if token_maps is not None else 0
-    if token_maps is not None and n - tp * s in (0, 1):
-        body = tp * s  # the last block runs on T'·S learned tokens
-    elif n - tp * hp * wp in (0, 1):
-        body = tp * hp * wp  # the last block runs on the full tubelet grid
-        token_maps = None
+    tmaps = _token_maps(aux, name)
+    learned = aux.get("learned_tokens")
+    num_learned = int(learned.shape[1] * learned.shape[2]) if learned is not None else 0
+    fused = getattr(model, "token_reducer", None) == "tokenlearner_fuser"  # TokenFuser: last block sees the grid
+    if n - tp * hp * wp in (0, 1) and (fused or tmaps is None or n - num_learned not in (0, 1)):
+        body, tmaps = tp * hp * wp, None
+    elif tmaps is not None and num_learned and n - num_learned in (0, 1):
+        body = num_learned  # the last block runs on the learned tokens
     else:
         raise VidtokError(
-            f"model {name!r}: last-block attention over {n} tokens does not match the tubelet grid {tp}x{hp}x{wp}"
-            + (f" or {tp}x{s} learned tokens" if s else "")
+            f"model {name!r}: its last-block attention over {n} tokens is not over the tubelet grid "
+            f"{tp}x{hp}x{wp}"
+            + (f" or the {num_learned} learned tokens" if num_learned else "")
+            + " (a factorised encoder attends over time only), so it has no spatial CLS map"
         )
     prefix = n - body
     # With a CLS token: what it attends to. Without one (mean pooling): attention each token receives on average.
     weights = attn[0, prefix:] if prefix else attn.mean(0)  # (body,)
     label = "CLS attention" if prefix else "mean attention"
-    if token_maps is not None:
-        # After TokenLearner: token (t, s) summarises the grid through its map; spread its weight back onto the grid.
-        w = weights.reshape(tp, s)  # (T', S)
-        maps = torch.einsum("ts,tshw->thw", w, token_maps[0].float())  # (T', Hp, Wp)
+    if tmaps is not None:
+        # After a TokenLearner each learned token summarises the grid through its map: spread its weight back.
+        s = tmaps.shape[1]
+        w = weights.reshape(-1, s).expand(tp, s)  # (T', S); a joint TokenLearner's S tokens cover every slice
+        maps = torch.einsum("ts,tshw->thw", w, tmaps)  # (T', Hp, Wp)
     else:
         maps = weights.reshape(tp, hp, wp)  # (T', Hp, Wp)
-    return maps[:, None].cpu().numpy(), label
+    return maps[:, None], label
 
 
 def explain(
@@ -190,7 +212,8 @@ def explain(
         tokens, aux = out
         logits = model.forward_head(tokens)
     aux = dict(aux or {})
-    has_tl = aux.get("token_maps") is not None
+    tmaps = _token_maps(aux, name)
+    has_tl = tmaps is not None
     if mode is None:
         mode = "tokens" if has_tl else "cls"
     if mode in ("tokens", "argmax") and not has_tl:
@@ -199,11 +222,12 @@ def explain(
             "(use --mode cls for its last-block attention)"
         )
     if mode == "cls":
-        maps, label = _cls_maps(aux, name)
+        maps, label = _cls_maps(aux, model)
         labels = [label]
     else:
-        maps = aux["token_maps"][0].float().cpu().numpy()  # (T', S, Hp, Wp)
+        maps = tmaps  # (T', S, Hp, Wp)
         labels = [f"token {i}" for i in range(maps.shape[1])]
+    maps = maps.float().cpu().numpy()
     probs = logits.float().softmax(-1)[0].cpu()
     class_names = list(cfg.get("class_names") or [])
     k = min(topk, probs.numel())

@@ -29,6 +29,7 @@ __all__ = [
     "turbo",
     "palette",
     "upsample_maps",
+    "NORMALIZE",
     "normalize_maps",
     "heat_overlay",
     "argmax_overlay",
@@ -115,11 +116,30 @@ def upsample_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return t.reshape(*lead, *size).numpy()
 
 
-def normalize_maps(maps: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """Min-max normalise each map (over its last two axes) to [0, 1]; a constant map becomes all zeros."""
+NORMALIZE = ("clip", "panel", "none")
+
+
+def normalize_maps(maps: np.ndarray, per: str = "panel", eps: float = 1e-8) -> np.ndarray:
+    """Min-max normalise maps to [0, 1]; a constant map becomes all zeros.
+
+    Args:
+        maps: ``(..., h, w)`` for ``per="panel"`` (each map on its own); ``(T', K, h, w)`` for ``per="clip"`` (each
+            of the K maps over all slices of the clip, so a token that looks elsewhere in a slice stays dark there).
+        per: ``"panel"``, ``"clip"``, or ``"none"`` (values clipped to [0, 1] as they are).
+    """
     maps = np.asarray(maps, dtype=np.float32)
-    lo = maps.min(axis=(-2, -1), keepdims=True)
-    hi = maps.max(axis=(-2, -1), keepdims=True)
+    if per == "none":
+        return np.clip(maps, 0.0, 1.0)
+    if per == "panel":
+        axes: tuple[int, ...] = (-2, -1)
+    elif per == "clip":
+        if maps.ndim != 4:
+            raise ValueError(f"per='clip' needs maps of shape (T', K, h, w), got {maps.shape}")
+        axes = (0, 2, 3)
+    else:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {per!r}")
+    lo = maps.min(axis=axes, keepdims=True)
+    hi = maps.max(axis=axes, keepdims=True)
     return (maps - lo) / np.maximum(hi - lo, eps)
 
 
@@ -176,14 +196,11 @@ def _resize(img: np.ndarray, cell: int):
     return im.resize(size, Image.Resampling.NEAREST if scale > 2 else Image.Resampling.BILINEAR)
 
 
-def _panels(
-    frame: np.ndarray, maps_t: np.ndarray, mode: str, colours: np.ndarray, alpha: float, normalize: bool
-) -> list[np.ndarray]:
-    """The overlay panels of one frame: ``maps_t`` (K, H, W) already at frame resolution."""
+def _panels(frame: np.ndarray, maps_t: np.ndarray, mode: str, colours: np.ndarray, alpha: float) -> list[np.ndarray]:
+    """The overlay panels of one frame: ``maps_t`` (K, H, W) at frame resolution, already normalised for heat."""
     if mode == "argmax":
         return [argmax_overlay(frame, maps_t, colours, alpha=alpha)]
-    heat = normalize_maps(maps_t) if normalize else np.clip(maps_t, 0.0, 1.0)
-    return [heat_overlay(frame, heat[k], alpha=alpha) for k in range(heat.shape[0])]
+    return [heat_overlay(frame, maps_t[k], alpha=alpha) for k in range(maps_t.shape[0])]
 
 
 def _check_inputs(frames: np.ndarray, maps: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +321,7 @@ def render_grid(
     map_labels: Sequence[str] | None = None,
     cell: int = 128,
     alpha: float = 0.5,
-    normalize: bool = True,
+    normalize: str = "clip",
     max_rows: int | None = None,
 ):
     """One panel row per temporal slice: the slice's middle frame, then its overlays.
@@ -318,7 +335,8 @@ def render_grid(
         map_labels: column labels for the K maps (default ``token i``).
         cell: longest side of each panel in pixels.
         alpha: overlay opacity.
-        normalize: min-max normalise each map before colouring (maps of a softmax are tiny otherwise).
+        normalize: min-max normalisation before colouring (softmax maps are tiny otherwise): ``"clip"`` each of the
+            K maps over all slices, ``"panel"`` every panel on its own, ``"none"`` as is (clipped to [0, 1]).
         max_rows: show at most this many slices, evenly spaced.
 
     Returns:
@@ -328,6 +346,8 @@ def render_grid(
     num_frames, height, width = frames.shape[:3]
     num_slices, k = maps.shape[:2]
     full = upsample_maps(maps, (height, width))  # (T', K, H, W)
+    if mode == "heat":
+        full = normalize_maps(full, normalize)
     rows = list(range(num_slices))
     if max_rows is not None and max_rows < num_slices:
         rows = sorted({round(i * (num_slices - 1) / max(max_rows - 1, 1)) for i in range(max_rows)})
@@ -341,7 +361,7 @@ def render_grid(
         fi = _frame_of_slice(t, num_frames, num_slices)
         frame = frames[fi]
         canvas.paste(r, 0, frame, tag=f"frames {t * span}-{(t + 1) * span - 1}")
-        for c, panel in enumerate(_panels(frame, full[t], mode, colours, alpha, normalize)):
+        for c, panel in enumerate(_panels(frame, full[t], mode, colours, alpha)):
             canvas.paste(r, c + 1, panel)
     return canvas.image
 
@@ -355,7 +375,7 @@ def render_animation(
     map_labels: Sequence[str] | None = None,
     cell: int = 128,
     alpha: float = 0.5,
-    normalize: bool = True,
+    normalize: str = "clip",
 ) -> list:
     """One image per input frame: the frame and the overlays of the temporal slice it belongs to.
 
@@ -365,6 +385,8 @@ def render_animation(
     num_frames, height, width = frames.shape[:3]
     num_slices, k = maps.shape[:2]
     full = upsample_maps(maps, (height, width))  # (T', K, H, W)
+    if mode == "heat":
+        full = normalize_maps(full, normalize)
     labels = _labels(mode, k, map_labels)
     colours = palette(k)
     cw, ch = _cell_size(frames, cell)
@@ -374,7 +396,7 @@ def render_animation(
         t = _slice_of_frame(i, num_frames, num_slices)
         canvas = _Canvas(title=title, labels=labels, cell_w=cw, cell_h=ch, rows=1, legend=legend)
         canvas.paste(0, 0, frames[i], tag=f"frame {i} / slice {t}")
-        for c, panel in enumerate(_panels(frames[i], full[t], mode, colours, alpha, normalize)):
+        for c, panel in enumerate(_panels(frames[i], full[t], mode, colours, alpha)):
             canvas.paste(0, c + 1, panel)
         out.append(canvas.image)
     return out
@@ -458,13 +480,14 @@ def save_output(
     alpha: float = 0.5,
     fps: float = 4.0,
     max_rows: int | None = None,
+    normalize: str = "clip",
 ) -> Path:
     """Render and write by extension: ``.png``/``.jpg`` a grid, ``.gif``/``.mp4`` an animation."""
     ext = check_output_path(path)
     if ext in IMAGE_EXTS:
         img = render_grid(frames, maps, mode=mode, title=title, map_labels=map_labels, cell=cell or 128,
-                          alpha=alpha, max_rows=max_rows)  # fmt: skip
+                          alpha=alpha, max_rows=max_rows, normalize=normalize)  # fmt: skip
         return save_png(img, path)
     images = render_animation(frames, maps, mode=mode, title=title, map_labels=map_labels, cell=cell or 160,
-                              alpha=alpha)  # fmt: skip
+                              alpha=alpha, normalize=normalize)  # fmt: skip
     return save_gif(images, path, fps=fps) if ext == ".gif" else save_mp4(images, path, fps=fps)
