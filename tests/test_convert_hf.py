@@ -112,8 +112,9 @@ def test_pretrained_cfg(converted):
 
 def test_bin_weights_and_single_file(converted, tmp_path):
     """pytorch_model.bin (read with weights_only=True) and a weight file given directly convert identically."""
-    import vidtok
     from safetensors.torch import load_file
+
+    import vidtok
 
     arch, hf, d, out = converted
     src = tmp_path / "bin"
@@ -136,8 +137,12 @@ def test_preprocessor_config_overrides_mean_std(tmp_path):
 
     hf = _build("videomae")
     hf.save_pretrained(tmp_path / "hf")
-    pre = {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "crop_size": {"height": 32, "width": 32},
-           "size": {"shortest_edge": 40}}
+    pre = {
+        "image_mean": [0.1, 0.2, 0.3],
+        "image_std": [0.4, 0.5, 0.6],
+        "crop_size": {"height": 32, "width": 32},
+        "size": {"shortest_edge": 40},
+    }
     (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps(pre))
     _convert_cli(tmp_path / "hf", tmp_path / "o.safetensors", "--frame-stride", "3")
     cfg = vidtok.load_model(tmp_path / "o.safetensors").pretrained_cfg

@@ -27,8 +27,12 @@ def tiny():
 @pytest.fixture(scope="module")
 def ckpt(tiny, tmp_path_factory):
     path = tmp_path_factory.mktemp("hub") / "m.safetensors"
-    save_model(tiny, path, pretrained_cfg={"class_names": ["a", "b", "c"], "frame_stride": 3},
-               config={"model": {"name": "vivit_ti16x2"}})
+    save_model(
+        tiny,
+        path,
+        pretrained_cfg={"class_names": ["a", "b", "c"], "frame_stride": 3},
+        config={"model": {"name": "vivit_ti16x2"}},
+    )
     return path
 
 
@@ -59,7 +63,14 @@ def test_metadata_layout(tiny, ckpt):
     assert meta["format"] == "vidtok" and meta["format_version"] == "1"
     assert json.loads(meta["model"]) == {"name": "vivit_ti16x2", "kwargs": tiny.model_kwargs}
     assert set(json.loads(meta["pretrained_cfg"])) == {
-        "mean", "std", "num_frames", "frame_stride", "crop_size", "short_side", "test_clips", "test_crops",
+        "mean",
+        "std",
+        "num_frames",
+        "frame_stride",
+        "crop_size",
+        "short_side",
+        "test_clips",
+        "test_crops",
         "class_names",
     }
     assert keys == set(tiny.state_dict())

@@ -147,6 +147,16 @@ def _modern_to_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def _with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Base-model saves (``VideoMAEModel``...) lack the ``videomae.`` prefix of the classifier's backbone."""
+    if any(k.startswith(prefix + ".") for k in state):
+        return state
+    return {
+        (f"{prefix}.{k}" if k.startswith(("embeddings.", "encoder.", "layernorm.", "layers.")) else k): v
+        for k, v in state.items()
+    }
+
+
 class _Taker:
     """Pops HF tensors by name so that leftovers (unmapped weights) can be reported."""
 
@@ -251,7 +261,7 @@ def _common_arch(config: dict[str, Any], where: Path, num_layers: int) -> dict[s
 
 def _map_vivit(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     cfg, where = src.config, src.path
-    state = _modern_to_legacy(src.state)
+    state = _modern_to_legacy(_with_prefix(src.state, "vivit"))
     take = _Taker(state, "vivit", where)
     n = _num_layers(state, "vivit")
     arch = _common_arch(cfg, where, n)
@@ -286,7 +296,7 @@ def _map_videomae(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor
     cfg, where = src.config, src.path
     if not cfg.get("use_mean_pooling", True):
         raise CheckpointError(f"{where}: VideoMAE with use_mean_pooling=false is not supported (HF takes token 0)")
-    state = _modern_to_legacy(src.state)
+    state = _modern_to_legacy(_with_prefix(src.state, "videomae"))
     take = _Taker(state, "videomae", where)
     n = _num_layers(state, "videomae")
     arch = _common_arch(cfg, where, n)
@@ -324,8 +334,9 @@ def _map_timesformer(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Ten
             f"{where}: TimeSformer attention_type {cfg.get('attention_type')!r} is not supported "
             "(only divided_space_time)"
         )
-    take = _Taker(src.state, "timesformer", where)
-    n = _num_layers(src.state, "timesformer")
+    state = _with_prefix(src.state, "timesformer")
+    take = _Taker(state, "timesformer", where)
+    n = _num_layers(state, "timesformer")
     arch = _common_arch(cfg, where, n)
     p = _pair(cfg.get("patch_size", 16))
     if p[0] != p[1]:
@@ -410,7 +421,7 @@ def build_model(kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, model
     try:
         model = create_model(model_name, **kwargs)
     except Exception as e:  # unknown registry name, or an architecture the registry entry rejects
-        msg = " ".join(str(e).split()).strip("'\"")
+        msg = " ".join(str(e).split())
         raise CheckpointError(f"{where}: cannot build vidtok model {model_name!r}: {msg}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -447,6 +458,10 @@ def convert_hf(
     found = detect_arch(src.config, src.path)
     if arch not in ("auto", found):
         raise CheckpointError(f"{src.path}: --arch {arch} but config.json is a {found} model")
+    if "classifier.weight" not in src.state:
+        raise CheckpointError(
+            f"{src.path}: no classifier head ('classifier.weight'); convert a *ForVideoClassification checkpoint"
+        )
     kwargs, state = _MAPPERS[found](src)
     model = build_model(kwargs, state, model_name=model_name or DEFAULT_MODELS[found], where=src.path)
     cfg = hf_pretrained_cfg(

@@ -264,7 +264,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     except CheckpointError:
         raise
     except Exception as e:  # unknown name (KeyError/ValueError from the registry) or kwargs it rejects
-        msg = " ".join(str(e).split()).strip("'\"")
+        msg = " ".join(str(e).split())
         raise CheckpointError(f"{path}: cannot build model {name!r} with {kwargs}: {msg}") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
