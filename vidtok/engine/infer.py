@@ -1,0 +1,633 @@
+"""Batch inference over video files: ``classify`` (top-k labels per video) and ``embed`` (clip embeddings).
+
+Dataflow::
+
+    find_videos(paths) ─► shard by rank ─► skip what OUT already has (--resume)
+        ─► DecodePool: N isolated processes, decode + resize + crop to uint8 views, per-file timeout
+        ─► batches of views across video boundaries ─► normalise on the device ─► model (eval, inference_mode,
+           bf16 autocast on CUDA) ─► per-video reduction (mean of probabilities / embeddings)
+        ─► writer: one row (or the video's vectors) appended + flushed as soon as the video's last view is done
+        ─► rank 0 merges every rank's part into OUT in discovery order
+
+A file that cannot be decoded (corrupt, truncated, empty, not a video, unreadable, a decoder that hangs or crashes)
+becomes a row with ``status="error"`` and a one-line ``error``; the job carries on.
+
+Example::
+
+    rows = vidtok.classify(["videos/"], "runs/k400/model.safetensors", topk=5, out="preds.csv")
+    emb = vidtok.embed(["videos/"], "runs/k400/model.safetensors", window=2.0, hop=1.0)
+    emb["embeddings"].shape, emb["index"][0]   # (N, D), {"path", "clip_start", "clip_end", "row"}
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidtok.engine.infer_io import DEFAULT_EXTENSIONS, ClassifyWriter, EmbedWriter, find_videos
+from vidtok.engine.infer_workers import DecodePool, ViewSpec
+from vidtok.errors import ConfigError, VidtokError
+
+__all__ = ["classify", "embed", "parse_views", "parse_seconds", "find_videos", "load_for_inference"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small parsers shared with the CLI
+
+
+def parse_views(views: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"4x3"`` -> (4 temporal clips, 3 spatial crops); crops must be 1 or 3."""
+    if views is None:
+        return None
+    if isinstance(views, str):
+        parts = views.lower().split("x")
+        try:
+            clips, crops = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (int(parts[0]), 1)
+        except ValueError:
+            raise ConfigError(f"--views {views!r}: expected CLIPSxCROPS, e.g. 4x3", key="views") from None
+    else:
+        clips, crops = views
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"--views {views!r}: need clips >= 1 and crops 1 or 3", key="views")
+    return clips, crops
+
+
+def parse_seconds(value: str | float | None, name: str) -> float | None:
+    """``"2s"``, ``"1.5"``, ``"500ms"`` -> seconds."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        sec = float(value)
+    else:
+        v = value.strip().lower()
+        try:
+            if v.endswith("ms"):
+                sec = float(v[:-2]) / 1000
+            elif v.endswith("s"):
+                sec = float(v[:-1])
+            else:
+                sec = float(v)
+        except ValueError:
+            raise ConfigError(f"--{name} {value!r}: expected seconds, e.g. 2s or 0.5", key=name) from None
+    if not sec > 0:
+        raise ConfigError(f"--{name} {value!r}: must be > 0 seconds", key=name)
+    return sec
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model, device, distributed
+
+
+def load_for_inference(checkpoint: str | os.PathLike | nn.Module) -> tuple[nn.Module, dict]:
+    """The model in eval mode and its complete preprocessing dict (defaults filled in)."""
+    from vidtok.models.hub import make_pretrained_cfg
+
+    if isinstance(checkpoint, nn.Module):
+        model = checkpoint
+    else:
+        from vidtok.models.hub import load_model
+
+        model = load_model(checkpoint)
+    cfg = make_pretrained_cfg(model)
+    if cfg["short_side"] < cfg["crop_size"]:
+        raise ConfigError(f"checkpoint preprocessing: short_side {cfg['short_side']} < crop_size {cfg['crop_size']}")
+    return model.eval(), cfg
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"--device {device!r}: {e}", key="device") from None
+
+
+def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp not in ("auto", "none", "bf16", "fp16"):
+        raise ConfigError(f"--amp {amp!r}: choose auto, none, bf16 or fp16", key="amp")
+    if amp == "none":
+        return None
+    if amp == "auto":  # bf16 pays off on GPUs; on most CPUs it is slower than fp32
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("--amp fp16 needs a CUDA device", key="amp")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+class _Dist:
+    """Rank / world size from torchrun's environment, and a gloo group for the few barriers inference needs."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.group = None
+        self.owned = False
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                # long timeout: rank 0 waits at the merge barrier until the slowest rank has finished its shard
+                dist.init_process_group("gloo", timeout=timedelta(days=7))
+                self.owned = True
+            elif dist.get_backend() != "gloo":
+                self.group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier(group=self.group)
+
+    def sum(self, values: list[int]) -> list[int]:
+        if self.world == 1:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(t, group=self.group)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The shared loop: decode pool -> cross-video batches -> model -> per-video callback
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar = None
+        self.t0 = time.monotonic()
+        self.clips = 0
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="video", desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+    def add_clips(self, n: int) -> None:
+        self.clips += n
+
+    def video_done(self) -> None:
+        if self.bar is not None:
+            dt = max(time.monotonic() - self.t0, 1e-9)
+            self.bar.set_postfix_str(f"{self.clips / dt:.1f} clips/s", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _normalizer(cfg: dict, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(cfg["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:  # uint8 (B, 3, T, H, W) -> float32, same as (x / 255 - m) / s
+        return (x.to(torch.float32) - mean) * inv_std
+
+    return norm
+
+
+def _run_loop(
+    paths: list[str],
+    spec: ViewSpec,
+    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    on_done: Callable[[str, dict | None, dict | None, str], None],
+    *,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    timeout: float,
+    progress: _Progress,
+) -> None:
+    """Decode ``paths`` in a pool, run ``forward`` on batches of views, call ``on_done(path, info, outputs, error)``
+    once per video (``outputs`` maps each key of ``forward``'s result to a CPU tensor with one row per view)."""
+    if not paths:
+        return
+    pin = device.type == "cuda"
+    queue_: deque = deque()  # [tid, views ndarray, next view index]
+    state: dict[int, dict] = {}
+    queued_views = 0
+    finished = 0
+    max_buffered = max(2 * num_workers, 4)
+
+    def run_batch() -> None:
+        nonlocal queued_views
+        chunks, owners = [], []  # owners: (tid, first view, count)
+        n = 0
+        while queue_ and n < batch_size:
+            item = queue_[0]
+            tid, views, start = item
+            take = min(batch_size - n, len(views) - start)
+            chunks.append(views[start : start + take])
+            owners.append((tid, start, take))
+            n += take
+            if start + take == len(views):
+                queue_.popleft()
+            else:
+                item[2] = start + take
+        queued_views -= n
+        x = torch.from_numpy(np.concatenate(chunks) if len(chunks) > 1 else chunks[0])
+        if pin:
+            x = x.pin_memory()
+        out = forward(x.to(device, non_blocking=pin))
+        out = {k: v.float().cpu() for k, v in out.items()}
+        progress.add_clips(n)
+        off = 0
+        for tid, _start, take in owners:
+            st = state[tid]
+            for k, v in out.items():
+                st["out"].setdefault(k, []).append(v[off : off + take])
+            off += take
+            st["left"] -= take
+            if st["left"] == 0:
+                finish(tid)
+
+    def finish(tid: int, error: str = "") -> None:
+        nonlocal finished
+        st = state.pop(tid)
+        outs = {k: torch.cat(v) for k, v in st["out"].items()} if not error else None
+        on_done(st["path"], st["info"], outs, error)
+        finished += 1
+        progress.video_done()
+
+    with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
+        received = 0
+        while finished < len(paths):
+            if received < len(paths):
+                # block for a result only when there is not a full batch to run
+                item = pool.get(timeout=None if queued_views < batch_size else 0)
+                while item is not None:
+                    received += 1
+                    tid, path, result = item
+                    if isinstance(result, str):
+                        state[tid] = {"path": path, "info": None, "out": {}, "left": 0}
+                        finish(tid, error=result)
+                    else:
+                        info, views = result
+                        state[tid] = {"path": path, "info": info, "out": {}, "left": len(views)}
+                        if len(views) == 0:
+                            finish(tid, error="no views")
+                        else:
+                            queue_.append([tid, views, 0])
+                            queued_views += len(views)
+                    item = pool.get(timeout=0) if received < len(paths) else None
+            if queued_views >= batch_size or (received == len(paths) and queued_views > 0):
+                run_batch()
+
+
+def _prepare_job(
+    paths, out, *, resume: bool, overwrite: bool, extensions, make_writer, dist: _Dist
+) -> tuple[list[str], list[str], int, Any]:
+    """Discover files, check / clear / repair OUT; return (all files, this rank's files to do, skipped, writer)."""
+    files = find_videos(paths, extensions)
+    if not files:
+        raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {extensions})")
+    writer = make_writer()
+    if out is not None:
+        exists = writer.exists()
+        dist.barrier()  # every rank has looked before anyone writes
+        if exists and not resume:
+            if not overwrite:
+                raise VidtokError(f"{out} exists; pass --resume to continue it or --overwrite to start again")
+            if dist.rank == 0:
+                writer.remove()
+        elif resume:
+            writer.repair()
+        dist.barrier()
+    done = writer.done_paths() if resume else set()
+    dist.barrier()  # everyone has read the same `done` before anyone appends
+    todo = [p for p in files if p not in done]
+    return files, todo[dist.rank :: dist.world], len(files) - len(todo), writer
+
+
+def _report(verbose: bool, kind: str, dist: _Dist, counts: dict, skipped: int, t0: float, out) -> None:
+    """The end summary (rank 0): this run's ok / failed over all ranks, skipped, and where the error list is."""
+    n_ok, n_err = dist.sum([counts["ok"], counts["error"]])
+    if not verbose or dist.rank != 0:
+        return
+    s = f"{kind}: {n_ok} ok, {n_err} failed, {skipped} skipped (already in the output) in {time.monotonic() - t0:.1f} s"
+    if out is not None:
+        s += f"; output: {out}"
+        errors_file = Path(out).with_name(Path(out).name + ".errors.csv")
+        if errors_file.exists():
+            s += f"; every failed video with its error: {errors_file}"
+    elif n_err:
+        s += "; failed videos have status=error and an error message"
+    print(s, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# classify
+
+
+def classify(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike | nn.Module,
+    *,
+    topk: int = 5,
+    views: str | tuple[int, int] | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    timeout: float = 120.0,
+    device: str = "auto",
+    amp: str = "auto",
+    backend: str = "auto",
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    verbose: bool = False,
+) -> list[dict]:
+    """Top-k classes of every video under ``paths``, averaging probabilities over multi-view clips x crops.
+
+    Args:
+        paths: files, folders (searched recursively by ``extensions``) or ``@list.txt`` files.
+        checkpoint: a vidtok checkpoint / run folder (``vidtok train`` or ``vidtok convert``), or a loaded model.
+        topk: labels per video.
+        views: ``"CLIPSxCROPS"``, e.g. ``"4x3"``; default: the checkpoint's ``test_clips`` x ``test_crops``.
+        out: ``.csv``, ``.jsonl`` or ``.parquet`` written as videos finish; None keeps rows in memory only.
+        resume: skip videos already in ``out`` (repairing a half-written file first).
+        overwrite: start ``out`` again if it exists.
+        batch_size: views per forward pass (batches span several videos).
+        num_workers: decode processes.
+        timeout: seconds one file may take to decode before it is given up.
+        device: ``auto`` (this rank's GPU if any, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+        amp: ``auto`` (bf16 on CUDA, off on CPU), ``none``, ``bf16``, ``fp16``.
+        backend: video decoder (see ``vidtok.io.available_backends()``).
+        extensions: video file extensions searched for in folders.
+        verbose: progress bar and end summary on stderr (rank 0).
+
+    Returns:
+        One dict per video (the whole output, merged, in discovery order): ``path``, ``status`` ("ok" | "error"),
+        ``error``, ``duration`` (s), ``views``, ``labels``, ``probs``, ``indices`` (top-k, best first).
+    """
+    t0 = time.monotonic()
+    if not isinstance(topk, int) or topk < 1:
+        raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: must be an int >= 1", key="batch_size")
+    dist = _Dist()
+    if dist.world > 1 and out is None:
+        raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
+    try:
+        model, cfg = load_for_inference(checkpoint)
+        clips, crops = parse_views(views) or (cfg["test_clips"], cfg["test_crops"])
+        num_classes = int(getattr(model, "num_classes", 0) or 0)
+        names = list(cfg.get("class_names") or [])
+        k = min(topk, num_classes) if num_classes else topk
+        files, todo, skipped, writer = _prepare_job(
+            paths,
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            extensions=extensions,
+            make_writer=lambda: ClassifyWriter(out, topk=k, rank=dist.rank, world_size=dist.world),
+            dist=dist,
+        )
+        dev = _resolve_device(device)
+        model.to(dev)
+        amp_dtype = _resolve_amp(amp, dev)
+        norm = _normalizer(cfg, dev)
+        spec = ViewSpec(
+            mode="uniform",
+            num_frames=cfg["num_frames"],
+            frame_stride=cfg["frame_stride"],
+            crop_size=cfg["crop_size"],
+            short_side=cfg["short_side"],
+            clips=clips,
+            crops=crops,
+            backend=backend,
+        )
+
+        @torch.inference_mode()
+        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(norm(x))
+            return {"probs": logits.float().softmax(-1)}
+
+        counts = {"ok": 0, "error": 0}
+
+        def on_done(path: str, info: dict | None, outs: dict | None, error: str) -> None:
+            if error:
+                row = {"path": path, "status": "error", "error": error, "duration": None, "views": 0}
+                row.update(labels=[], probs=[], indices=[])
+            else:
+                probs = outs["probs"].mean(0)  # average over views
+                p, idx = probs.topk(min(k, probs.numel()))
+                labels = [names[i] if i < len(names) else str(i) for i in idx.tolist()]
+                row = {
+                    "path": path,
+                    "status": "ok",
+                    "error": "",
+                    "duration": round(float(info["duration"]), 3),
+                    "views": int(outs["probs"].shape[0]),
+                    "labels": labels,
+                    "probs": [round(float(v), 6) for v in p.tolist()],
+                    "indices": idx.tolist(),
+                }
+            counts[row["status"]] += 1
+            writer.write(row)
+
+        progress = _Progress(len(todo), verbose and dist.rank == 0, "classify")
+        try:
+            _run_loop(
+                todo,
+                spec,
+                forward,
+                on_done,
+                device=dev,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                timeout=timeout,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+            writer.close()
+        dist.barrier()
+        rows = writer.merge(files) if dist.rank == 0 else []
+        dist.barrier()
+        if dist.rank != 0:
+            from vidtok.engine.infer_io import read_classify_output
+
+            rows = read_classify_output(out)
+        _report(verbose, "classify", dist, counts, skipped, t0, out)
+        return rows if out is not None else writer.rows
+    finally:
+        dist.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# embed
+
+
+def embed(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike | nn.Module,
+    *,
+    out: str | os.PathLike | None = None,
+    window: str | float | None = None,
+    hop: str | float | None = None,
+    per_video: bool = False,
+    normalize: bool = False,
+    fp16: bool = False,
+    tokens: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    timeout: float = 120.0,
+    device: str = "auto",
+    amp: str = "auto",
+    backend: str = "auto",
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Clip embeddings (the model's pre-logits features) of every video under ``paths``.
+
+    Args:
+        paths: files, folders (searched recursively by ``extensions``) or ``@list.txt`` files.
+        checkpoint: a vidtok checkpoint / run folder, or a loaded model.
+        out: ``.parquet`` (index columns + ``embedding``), ``.npy`` or ``.safetensors`` (+ ``OUT_STEM.index.csv``);
+            None keeps everything in memory.
+        window: window length in seconds (``"2s"``); default: the model's clip (``num_frames`` x ``frame_stride``
+            frames). ``num_frames`` frames are spread evenly over each window.
+        hop: seconds between window starts; default: ``window`` (back to back).
+        per_video: one vector per video instead: the mean over the checkpoint's ``test_clips`` uniform clips
+            (centre crop); clip start / end are 0 and the duration.
+        normalize: L2-normalise each vector (after per-video pooling).
+        fp16: store float16 vectors (default float32).
+        tokens: also store the TokenLearner tokens ``aux["learned_tokens"]`` ``(T', S, D)`` per row.
+        resume, overwrite, batch_size, num_workers, timeout, device, amp, backend, extensions, verbose: as in
+            :func:`classify`.
+
+    Returns:
+        {"embeddings": (N, D) array, "tokens": (N, T', S, D) array or None, "index": [{"path", "clip_start",
+        "clip_end", "row"}], "videos": [{"path", "status", "error", "duration"}]}, in discovery order.
+    """
+    t0 = time.monotonic()
+    if per_video and (window is not None or hop is not None):
+        raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
+    win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: must be an int >= 1", key="batch_size")
+    dist = _Dist()
+    if dist.world > 1 and out is None:
+        raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
+    try:
+        model, cfg = load_for_inference(checkpoint)
+        files, todo, skipped, writer = _prepare_job(
+            paths,
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            extensions=extensions,
+            make_writer=lambda: EmbedWriter(out, rank=dist.rank, world_size=dist.world),
+            dist=dist,
+        )
+        dev = _resolve_device(device)
+        model.to(dev)
+        amp_dtype = _resolve_amp(amp, dev)
+        norm = _normalizer(cfg, dev)
+        spec = ViewSpec(
+            mode="uniform" if per_video else "sliding",
+            num_frames=cfg["num_frames"],
+            frame_stride=cfg["frame_stride"],
+            crop_size=cfg["crop_size"],
+            short_side=cfg["short_side"],
+            clips=cfg["test_clips"],
+            crops=1,
+            window=win_s,
+            hop=hop_s,
+            backend=backend,
+        )
+        out_dtype = np.float16 if fp16 else np.float32
+
+        @torch.inference_mode()
+        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if tokens:
+                    feats, aux = model.forward_features(norm(x), return_aux=True)
+                    if not isinstance(aux, dict) or "learned_tokens" not in aux:
+                        raise ConfigError(
+                            f"--tokens: model {getattr(model, 'model_name', type(model).__name__)} has no TokenLearner "
+                            "(forward_features gives no learned_tokens)",
+                            key="tokens",
+                        )
+                    res = {"tokens": aux["learned_tokens"]}
+                else:
+                    feats, res = model.forward_features(norm(x)), {}
+                res["emb"] = model.forward_head(feats, pre_logits=True)
+            return res
+
+        counts = {"ok": 0, "error": 0}
+
+        def on_done(path: str, info: dict | None, outs: dict | None, error: str) -> None:
+            if error:
+                counts["error"] += 1
+                writer.write({"path": path, "status": "error", "error": error, "duration": None, "clips": []})
+                return
+            emb, tok = outs["emb"], outs.get("tokens")
+            clips = info["clips"]
+            if per_video:
+                emb = emb.mean(0, keepdim=True)
+                tok = tok.mean(0, keepdim=True) if tok is not None else None
+                clips = [[0.0, float(info["duration"])]]
+            if normalize:
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+            rec = {"path": path, "status": "ok", "error": "", "duration": round(float(info["duration"]), 3)}
+            rec["clips"] = [[round(float(s), 3), round(float(e), 3)] for s, e in clips]
+            counts["ok"] += 1
+            writer.write(
+                rec,
+                emb.numpy().astype(out_dtype),
+                tok.numpy().astype(out_dtype) if tok is not None else None,
+            )
+
+        progress = _Progress(len(todo), verbose and dist.rank == 0, "embed")
+        try:
+            _run_loop(
+                todo,
+                spec,
+                forward,
+                on_done,
+                device=dev,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                timeout=timeout,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+            writer.close()
+        dist.barrier()
+        res = writer.merge(files) if dist.rank == 0 else None
+        dist.barrier()
+        if res is None:
+            from vidtok.engine.infer_io import read_embed_output
+
+            res = read_embed_output(out)
+        _report(verbose, "embed", dist, counts, skipped, t0, out)
+        return res
+    finally:
+        dist.close()

@@ -1,0 +1,789 @@
+"""Inputs and outputs of batch inference: video discovery, crash-safe row / vector writers, resume and merging.
+
+Every finished video is appended to a *part* file and flushed at once, so an interrupted job (Ctrl-C, ``kill -9``,
+a lost node) loses only the videos in flight. Layout for ``--out OUT``::
+
+    OUT                      the final output (csv / jsonl / parquet, or npy / safetensors / parquet for embed)
+    OUT.parts/rank{r}.*      what rank r has finished and not yet merged (one process: csv / jsonl append to OUT)
+
+At the end, rank 0 merges the existing OUT with every part in a deterministic order (the discovery order of the
+inputs), writes OUT atomically and removes the parts. ``--resume`` reads OUT and the parts (tolerating a truncated
+last line), repairs the part it appends to, and skips every video found there, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidtok.errors import ConfigError, VidtokError
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "find_videos",
+    "ClassifyWriter",
+    "EmbedWriter",
+    "read_classify_output",
+    "read_embed_output",
+    "CLASSIFY_FORMATS",
+    "EMBED_FORMATS",
+]
+
+DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+CLASSIFY_FORMATS = ("csv", "jsonl", "parquet")
+EMBED_FORMATS = ("parquet", "npy", "safetensors")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Discovery
+
+
+def _norm_exts(extensions: Iterable[str]) -> tuple[str, ...]:
+    exts = []
+    for e in extensions:
+        e = e.strip().lower()
+        if e:
+            exts.append(e if e.startswith(".") else "." + e)
+    if not exts:
+        raise ConfigError("extensions: the list of video file extensions is empty", key="extensions")
+    return tuple(exts)
+
+
+def find_videos(paths: str | os.PathLike | Sequence[str | os.PathLike], extensions=DEFAULT_EXTENSIONS) -> list[str]:
+    """Video files under ``paths``, in a deterministic order.
+
+    A folder is searched recursively for files whose extension (case-insensitive) is in ``extensions``, sorted by
+    name at every level. A file named directly is taken whatever its extension (a bad one becomes an error row),
+    and ``@list.txt`` reads one path per line. Duplicates are dropped, keeping the first.
+
+    Raises:
+        VidtokError: a path does not exist.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    exts = _norm_exts(extensions)
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: str) -> None:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+
+    for raw in paths:
+        raw = os.fspath(raw)
+        if raw.startswith("@") and not os.path.exists(raw):
+            listing = Path(raw[1:])
+            if not listing.is_file():
+                raise VidtokError(f"{listing}: list file not found")
+            for line in listing.read_text().splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    add(line.strip())
+            continue
+        if os.path.isdir(raw):
+            for root, dirs, files in os.walk(raw, followlinks=True):
+                dirs.sort()
+                for name in sorted(files):
+                    if os.path.splitext(name)[1].lower() in exts:
+                        add(os.path.join(root, name))
+        elif os.path.lexists(raw):
+            add(raw)
+        else:
+            raise VidtokError(f"{raw}: no such file or directory")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tolerant line readers (a crash can leave a partial last line; nothing else is ever half-written)
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
+    """Records of a JSON-lines file and whether it needs repair (a partial or invalid line)."""
+    if not path.exists():
+        return [], False
+    data = path.read_bytes()
+    rows, dirty = [], False
+    lines = data.split(b"\n")
+    if lines and lines[-1] != b"":
+        dirty = True  # partial last line (no newline): written by a killed process
+    for line in lines[:-1]:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            dirty = True
+            continue
+        if isinstance(rec, dict) and "path" in rec:
+            rows.append(rec)
+        else:
+            dirty = True
+    return rows, dirty
+
+
+def _write_atomic(path: Path, write_fn) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write_fn(tmp)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Classification rows
+#
+# A row: {"path", "status" ("ok" | "error"), "error" ("" when ok), "duration" (s, None if unknown), "views",
+#         "labels" [top-k], "probs" [top-k], "indices" [top-k class indices]}
+
+_CSV_FIXED = ("path", "status", "duration", "views")
+
+
+def _csv_header(topk: int) -> list[str]:
+    cols = list(_CSV_FIXED)
+    for i in range(1, topk + 1):
+        cols += [f"label_{i}", f"prob_{i}", f"index_{i}"]
+    return [*cols, "error"]
+
+
+def _row_to_csv(row: dict, topk: int) -> list[str]:
+    dur = row.get("duration")
+    out = [row["path"], row["status"], "" if dur is None else f"{dur:.3f}", str(row.get("views", 0))]
+    labels, probs, idx = row.get("labels") or [], row.get("probs") or [], row.get("indices") or []
+    for i in range(topk):
+        if i < len(labels):
+            out += [labels[i], f"{probs[i]:.6f}", str(idx[i])]
+        else:
+            out += ["", "", ""]
+    return [*out, row.get("error") or ""]
+
+
+def _csv_to_row(rec: dict) -> dict:
+    labels, probs, idx = [], [], []
+    i = 1
+    while f"label_{i}" in rec:
+        if rec[f"label_{i}"] != "" or rec.get(f"prob_{i}", "") != "":
+            labels.append(rec[f"label_{i}"])
+            probs.append(float(rec[f"prob_{i}"]))
+            idx.append(int(rec[f"index_{i}"]) if rec.get(f"index_{i}", "") != "" else -1)
+        i += 1
+    dur = rec.get("duration", "")
+    return {
+        "path": rec["path"],
+        "status": rec["status"],
+        "error": rec.get("error", "") or "",
+        "duration": float(dur) if dur not in ("", None) else None,
+        "views": int(rec.get("views") or 0),
+        "labels": labels,
+        "probs": probs,
+        "indices": idx,
+    }
+
+
+def _read_csv_rows(path: Path) -> tuple[list[dict], bool]:
+    if not path.exists():
+        return [], False
+    data = path.read_bytes()
+    dirty = not data.endswith(b"\n") and len(data) > 0
+    text = data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return [], dirty
+    if not header or header[0] != "path":
+        raise VidtokError(f"{path}: not a vidtok classify CSV (first column is not 'path'); refusing to overwrite it")
+    rows = []
+    for fields in reader:
+        if len(fields) != len(header):
+            dirty = True
+            continue
+        try:
+            rows.append(_csv_to_row(dict(zip(header, fields, strict=True))))
+        except (ValueError, KeyError):
+            dirty = True
+    return rows, dirty
+
+
+def _read_parquet_rows(path: Path) -> list[dict]:
+    pq = _pyarrow_parquet()
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # an unreadable final file is never produced by us (written atomically)
+        raise VidtokError(f"{path}: cannot read parquet output ({e}); move it away or pass --overwrite") from e
+    rows = table.to_pylist()
+    for r in rows:
+        r["error"] = r.get("error") or ""
+    return rows
+
+
+def _pyarrow_parquet():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise VidtokError("parquet output needs pyarrow: pip install 'vidtok[parquet]' (or pip install pyarrow)") from e
+    return pq
+
+
+def _fmt_of(path: Path, formats: Sequence[str], what: str) -> str:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in formats:
+        raise ConfigError(
+            f"--out {path}: unknown {what} output format {path.suffix!r} (use one of: {', '.join(formats)})",
+            key="out",
+        )
+    return fmt
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _merge_key(order: dict[str, int]):
+    big = len(order)
+    return lambda path: (order.get(path, big), path)
+
+
+def _dedup(rows: Iterable[dict]) -> dict[str, dict]:
+    """One row per path; an ``ok`` row wins over an error row (e.g. a retried video), otherwise the later one."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        old = best.get(r["path"])
+        if old is None or r["status"] == "ok" or old["status"] != "ok":
+            best[r["path"]] = r
+    return best
+
+
+def read_classify_output(out: str | os.PathLike) -> list[dict]:
+    """Every row recorded for ``out``: the final file plus any unmerged parts, one row per path (tolerant)."""
+    out = Path(out)
+    fmt = _fmt_of(out, CLASSIFY_FORMATS, "classify")
+    rows: list[dict] = []
+    if out.exists():
+        if fmt == "csv":
+            rows += _read_csv_rows(out)[0]
+        elif fmt == "jsonl":
+            rows += _read_jsonl(out)[0]
+        else:
+            rows += _read_parquet_rows(out)
+    parts = _parts_dir(out)
+    if parts.is_dir():
+        for p in sorted(parts.iterdir()):
+            if p.suffix == ".csv":
+                rows += _read_csv_rows(p)[0]
+            elif p.suffix == ".jsonl":
+                rows += _read_jsonl(p)[0]
+    return list(_dedup(rows).values())
+
+
+class ClassifyWriter:
+    """Appends one row per finished video to this rank's part (flushed at once) and merges the parts at the end.
+
+    Args:
+        out: final output path (``.csv``, ``.jsonl`` or ``.parquet``); None keeps rows in memory only.
+        topk: labels per row (CSV columns).
+        rank, world_size: this process and the number of processes writing the same output.
+    """
+
+    def __init__(self, out: str | os.PathLike | None, *, topk: int, rank: int = 0, world_size: int = 1):
+        self.out = Path(out) if out is not None else None
+        self.topk = topk
+        self.rank, self.world_size = rank, world_size
+        self.rows: list[dict] = []  # rows written by this process in this run
+        self._fh = None
+        self.fmt = _fmt_of(self.out, CLASSIFY_FORMATS, "classify") if self.out is not None else None
+        if self.out is None:
+            self.part = None
+        elif self.world_size == 1 and self.fmt in ("csv", "jsonl"):
+            self.part = self.out  # one process: append straight to the output so `tail -f` shows progress
+        else:
+            ext = "csv" if self.fmt == "csv" else "jsonl"
+            self.part = _parts_dir(self.out) / f"rank{rank}.{ext}"
+
+    # -- set-up ------------------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.out is not None and (self.out.exists() or _parts_dir(self.out).exists())
+
+    def remove(self) -> None:
+        if self.out is None:
+            return
+        for p in (self.out, self.out.with_name(self.out.name + ".tmp"), _errors_path(self.out)):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+
+    def repair(self) -> int:
+        """Rewrite this rank's part without a partial / invalid trailing line. Returns the rows dropped (0 or 1)."""
+        if self.part is None or not self.part.exists():
+            return 0
+        rows, dirty = self._read_part()
+        if dirty:
+            _write_atomic(self.part, lambda tmp: self._write_rows(tmp, rows, self.part.suffix == ".csv"))
+        return int(dirty)
+
+    def _read_part(self) -> tuple[list[dict], bool]:
+        if self.part.suffix == ".csv":
+            return _read_csv_rows(self.part)
+        return _read_jsonl(self.part)
+
+    def done_paths(self) -> set[str]:
+        return set() if self.out is None else {r["path"] for r in read_classify_output(self.out)}
+
+    # -- writing -----------------------------------------------------------------------------------------------------
+    def _write_rows(self, path: Path, rows: list[dict], csv_format: bool) -> None:
+        with open(path, "w", newline="") as f:
+            if csv_format:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(_csv_header(self.topk))
+                for r in rows:
+                    w.writerow(_row_to_csv(r, self.topk))
+            else:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    def _open(self) -> None:
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.part.exists() or self.part.stat().st_size == 0
+        self._fh = open(self.part, "a", newline="")  # noqa: SIM115 (kept open across rows)
+        if new and self.part.suffix == ".csv":
+            csv.writer(self._fh, lineterminator="\n").writerow(_csv_header(self.topk))
+            self._fh.flush()
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.part is None:
+            return
+        if self._fh is None:
+            self._open()
+        if self.part.suffix == ".csv":
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(_row_to_csv(row, self.topk))
+            line = buf.getvalue()
+        else:
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+        self._fh.write(line)  # one write per row: a crash leaves at most one partial line
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def merge(self, order: Sequence[str]) -> list[dict]:
+        """(rank 0, after every rank closed) final output = existing output + all parts, sorted by ``order``."""
+        if self.out is None:
+            return self.rows
+        rows = read_classify_output(self.out)
+        rows.sort(key=lambda r, k=_merge_key({p: i for i, p in enumerate(order)}): k(r["path"]))
+        if self.fmt == "parquet":
+            pq = _pyarrow_parquet()
+            import pyarrow as pa
+
+            schema = pa.schema(
+                [
+                    ("path", pa.string()),
+                    ("status", pa.string()),
+                    ("error", pa.string()),
+                    ("duration", pa.float64()),
+                    ("views", pa.int32()),
+                    ("labels", pa.list_(pa.string())),
+                    ("probs", pa.list_(pa.float32())),
+                    ("indices", pa.list_(pa.int32())),
+                ]
+            )
+            cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+            table = pa.table(cols, schema=schema)
+            _write_atomic(self.out, lambda tmp: pq.write_table(table, tmp))
+        else:
+            _write_atomic(self.out, lambda tmp: self._write_rows(tmp, rows, self.fmt == "csv"))
+        _write_errors(self.out, rows)
+        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+        _fsync_dir(self.out.parent)
+        return rows
+
+
+def _errors_path(out: Path) -> Path:
+    return out.with_name(out.name + ".errors.csv")
+
+
+def _write_errors(out: Path, rows: Iterable[dict]) -> Path | None:
+    """``OUT.errors.csv`` (path, error) listing every failed video, or no file when none failed."""
+    bad = [r for r in rows if r["status"] != "ok"]
+    path = _errors_path(out)
+    if not bad:
+        path.unlink(missing_ok=True)
+        return None
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["path", "error"])
+            for r in bad:
+                w.writerow([r["path"], r.get("error", "")])
+
+    _write_atomic(path, write)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Embeddings
+#
+# Part files of rank r: rank{r}.vectors.bin (raw rows, appended first), rank{r}.tokens.bin (optional) and
+# rank{r}.videos.jsonl, one record per video, appended after its vectors:
+#   {"path", "status", "error", "duration", "clips": [[start_s, end_s], ...], "dim", "dtype", "off" (byte offset),
+#    "tok_shape": [T', S, D] | null, "tok_off"}
+# A record is only trusted if its bytes are all in the .bin, so a killed process loses at most the last video.
+
+
+def _index_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".index.csv")
+
+
+def _tokens_npy_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".tokens.npy")
+
+
+class _EmbedPart:
+    def __init__(self, jsonl: Path):
+        self.jsonl = jsonl
+        stem = jsonl.name[: -len(".videos.jsonl")]
+        self.vec = jsonl.with_name(stem + ".vectors.bin")
+        self.tok = jsonl.with_name(stem + ".tokens.bin")
+
+    def records(self) -> tuple[list[dict], bool, int, int]:
+        """Trusted records, whether repair is needed, and the byte lengths of the vector / token files they cover."""
+        recs, dirty = _read_jsonl(self.jsonl)
+        vsize = self.vec.stat().st_size if self.vec.exists() else 0
+        tsize = self.tok.stat().st_size if self.tok.exists() else 0
+        good, vend, tend = [], 0, 0
+        for r in recs:
+            if r["status"] == "ok":
+                n = len(r["clips"])
+                ve = r["off"] + n * r["dim"] * np.dtype(r["dtype"]).itemsize
+                te = r.get("tok_off", 0) + (n * math.prod(r["tok_shape"]) * np.dtype(r["dtype"]).itemsize)
+                if r.get("tok_shape") is None:
+                    te = 0
+                if ve > vsize or te > tsize:
+                    dirty = True
+                    continue
+                vend, tend = max(vend, ve), max(tend, te)
+            good.append(r)
+        if vsize != vend or tsize != tend:
+            dirty = True
+        return good, dirty, vend, tend
+
+    def load(self, rec: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        n, dt = len(rec["clips"]), np.dtype(rec["dtype"])
+        vec = np.fromfile(self.vec, dtype=dt, count=n * rec["dim"], offset=rec["off"]).reshape(n, rec["dim"])
+        tok = None
+        if rec.get("tok_shape") is not None:
+            shape = rec["tok_shape"]
+            tok = np.fromfile(self.tok, dtype=dt, count=n * math.prod(shape), offset=rec["tok_off"])
+            tok = tok.reshape(n, *shape)
+        return vec, tok
+
+
+def _read_final_embed(out: Path, fmt: str) -> tuple[list[dict], np.ndarray | None, np.ndarray | None]:
+    """(per-video records with their row ranges, vectors, tokens) of a finished embed output."""
+    if not out.exists():
+        return [], None, None
+    tokens = None
+    if fmt == "parquet":
+        pq = _pyarrow_parquet()
+        table = pq.read_table(out)
+        index = [
+            {"path": p, "clip_start": s, "clip_end": e}
+            for p, s, e in zip(
+                table.column("path").to_pylist(),
+                table.column("clip_start").to_pylist(),
+                table.column("clip_end").to_pylist(),
+                strict=True,
+            )
+        ]
+        col = table.column("embedding").combine_chunks()
+        dim = col.type.list_size
+        vectors = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        if "tokens" in table.column_names:
+            meta = json.loads(table.schema.metadata[b"vidtok_tokens_shape"])
+            tokens = table.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            tokens = tokens.reshape(-1, *meta)
+    else:
+        if fmt == "npy":
+            vectors = np.load(out)
+            tp = _tokens_npy_path(out)
+            tokens = np.load(tp) if tp.exists() else None
+        else:
+            from safetensors.numpy import load_file
+
+            data = load_file(str(out))
+            vectors, tokens = data["embeddings"], data.get("tokens")
+        index = []
+        ip = _index_path(out)
+        if ip.exists():
+            with open(ip, newline="") as f:
+                for rec in csv.DictReader(f):
+                    index.append(
+                        {
+                            "path": rec["path"],
+                            "clip_start": float(rec["clip_start"]),
+                            "clip_end": float(rec["clip_end"]),
+                        }
+                    )
+    if len(index) != len(vectors):
+        raise VidtokError(f"{out}: index has {len(index)} rows but there are {len(vectors)} vectors")
+    # group consecutive rows of one path into video records
+    videos: list[dict] = []
+    for row, rec in enumerate(index):
+        if videos and videos[-1]["path"] == rec["path"]:
+            videos[-1]["rows"].append(row)
+            videos[-1]["clips"].append([rec["clip_start"], rec["clip_end"]])
+        else:
+            videos.append({"path": rec["path"], "status": "ok", "error": "", "rows": [row], "clips": []})
+            videos[-1]["clips"].append([rec["clip_start"], rec["clip_end"]])
+    ep = _errors_path(out)
+    if ep.exists():
+        with open(ep, newline="") as f:
+            for rec in csv.DictReader(f):
+                videos.append({"path": rec["path"], "status": "error", "error": rec["error"], "rows": [], "clips": []})
+    return videos, vectors, tokens
+
+
+def read_embed_output(out: str | os.PathLike) -> dict[str, Any]:
+    """Everything recorded for an embed output (final file + unmerged parts), one entry per video (tolerant).
+
+    Returns:
+        {"embeddings": (N, D) array, "tokens": (N, T', S, D) array or None, "index": [{"path", "clip_start",
+        "clip_end", "row"}], "videos": [{"path", "status", "error"}]} in the order of the final file, then parts.
+    """
+    out = Path(out)
+    fmt = _fmt_of(out, EMBED_FORMATS, "embed")
+    return _collect_embed(out, fmt, order=None)
+
+
+def _collect_embed(out: Path, fmt: str, order: Sequence[str] | None) -> dict[str, Any]:
+    videos, vectors, tokens = _read_final_embed(out, fmt)
+    items: list[tuple[dict, Any]] = [(v, ("final", v["rows"])) for v in videos]
+    parts = _parts_dir(out)
+    part_objs = []
+    if parts.is_dir():
+        for jp in sorted(parts.glob("*.videos.jsonl")):
+            part = _EmbedPart(jp)
+            part_objs.append(part)
+            recs = part.records()[0]
+            items += [(r, ("part", part, r)) for r in recs]
+    best: dict[str, tuple[dict, Any]] = {}
+    for rec, src in items:
+        old = best.get(rec["path"])
+        if old is None or rec["status"] == "ok" or old[0]["status"] != "ok":
+            best[rec["path"]] = (rec, src)
+    keys = list(best)
+    if order is not None:
+        k = _merge_key({p: i for i, p in enumerate(order)})
+        keys.sort(key=k)
+    vecs, toks, index, vids = [], [], [], []
+    row = 0
+    for path in keys:
+        rec, src = best[path]
+        vids.append(
+            {"path": path, "status": rec["status"], "error": rec.get("error", ""), "duration": rec.get("duration")}
+        )
+        if rec["status"] != "ok":
+            continue
+        if src[0] == "final":
+            v = vectors[src[1]]
+            t = tokens[src[1]] if tokens is not None else None
+        else:
+            v, t = src[1].load(src[2])
+        vecs.append(v)
+        if t is not None:
+            toks.append(t)
+        for s, e in rec["clips"]:
+            index.append({"path": path, "clip_start": float(s), "clip_end": float(e), "row": row})
+            row += 1
+    if toks and len(toks) != len(vecs):
+        raise VidtokError(f"{out}: some videos have tokens and others not (mixed --tokens runs); use --overwrite")
+    emb = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
+    return {
+        "embeddings": emb,
+        "tokens": np.concatenate(toks) if toks else None,
+        "index": index,
+        "videos": vids,
+    }
+
+
+class EmbedWriter:
+    """Appends each finished video's vectors (and tokens) to this rank's part and merges the parts at the end.
+
+    Args:
+        out: ``.parquet``, ``.npy`` or ``.safetensors``; None keeps everything in memory.
+        rank, world_size: this process and the number of processes writing the same output.
+    """
+
+    def __init__(self, out: str | os.PathLike | None, *, rank: int = 0, world_size: int = 1):
+        self.out = Path(out) if out is not None else None
+        self.fmt = _fmt_of(self.out, EMBED_FORMATS, "embed") if self.out is not None else None
+        self.rank, self.world_size = rank, world_size
+        self.records: list[dict] = []  # this run's video records
+        self._mem: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self._fh = self._vf = self._tf = None
+        if self.out is not None:
+            self.part = _EmbedPart(_parts_dir(self.out) / f"rank{rank}.videos.jsonl")
+
+    def exists(self) -> bool:
+        return self.out is not None and (self.out.exists() or _parts_dir(self.out).exists())
+
+    def remove(self) -> None:
+        if self.out is None:
+            return
+        for p in (self.out, _index_path(self.out), _tokens_npy_path(self.out), _errors_path(self.out)):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+
+    def repair(self) -> int:
+        if self.out is None or not self.part.jsonl.exists():
+            return 0
+        recs, dirty, vend, tend = self.part.records()
+        if dirty:
+            for f, end in ((self.part.vec, vend), (self.part.tok, tend)):
+                if f.exists():
+                    os.truncate(f, end)
+            _write_atomic(self.part.jsonl, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in recs)))
+        return int(dirty)
+
+    def done_paths(self) -> set[str]:
+        if self.out is None:
+            return set()
+        return {v["path"] for v in _collect_embed(self.out, self.fmt, None)["videos"]}
+
+    def write(self, rec: dict, vectors: np.ndarray | None = None, tokens: np.ndarray | None = None) -> None:
+        """Record one video: ``rec`` has path, status, error, duration, clips; vectors (n_clips, D) when ok."""
+        rec = dict(rec)
+        self.records.append(rec)
+        if self.out is None:
+            self._mem.append((vectors, tokens))
+            return
+        if self._fh is None:
+            self.part.jsonl.parent.mkdir(parents=True, exist_ok=True)
+            self._vf = open(self.part.vec, "ab")  # noqa: SIM115 (kept open across videos)
+            self._tf = open(self.part.tok, "ab") if tokens is not None else None  # noqa: SIM115
+            self._fh = open(self.part.jsonl, "a")  # noqa: SIM115
+        if vectors is not None:
+            vectors = np.ascontiguousarray(vectors)
+            rec.update(dim=int(vectors.shape[1]), dtype=vectors.dtype.str, off=self._vf.tell(), tok_shape=None)
+            self._vf.write(vectors.tobytes())
+            self._vf.flush()
+            if tokens is not None:
+                if self._tf is None:
+                    self._tf = open(self.part.tok, "ab")  # noqa: SIM115
+                tokens = np.ascontiguousarray(tokens.astype(vectors.dtype, copy=False))
+                rec.update(tok_shape=list(tokens.shape[1:]), tok_off=self._tf.tell())
+                self._tf.write(tokens.tobytes())
+                self._tf.flush()
+        self._fh.write(json.dumps(rec) + "\n")  # after the bytes: a record is never ahead of its vectors
+        self._fh.flush()
+
+    def close(self) -> None:
+        for f in (self._fh, self._vf, self._tf):
+            if f is not None:
+                f.close()
+        self._fh = self._vf = self._tf = None
+
+    def in_memory(self) -> dict[str, Any]:
+        vecs = [v for (v, _), r in zip(self._mem, self.records, strict=True) if r["status"] == "ok"]
+        toks = [t for (_, t), r in zip(self._mem, self.records, strict=True) if r["status"] == "ok" and t is not None]
+        index, row = [], 0
+        for r in self.records:
+            if r["status"] == "ok":
+                for s, e in r["clips"]:
+                    index.append({"path": r["path"], "clip_start": float(s), "clip_end": float(e), "row": row})
+                    row += 1
+        return {
+            "embeddings": np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32),
+            "tokens": np.concatenate(toks) if toks else None,
+            "index": index,
+            "videos": [
+                {"path": r["path"], "status": r["status"], "error": r["error"], "duration": r.get("duration")}
+                for r in self.records
+            ],
+        }
+
+    def merge(self, order: Sequence[str]) -> dict[str, Any]:
+        """(rank 0, after every rank closed) write the final output from the existing one + all parts."""
+        if self.out is None:
+            return self.in_memory()
+        res = _collect_embed(self.out, self.fmt, order)
+        emb, tok, index = res["embeddings"], res["tokens"], res["index"]
+        out = self.out
+        if self.fmt == "parquet":
+            pq = _pyarrow_parquet()
+            import pyarrow as pa
+
+            dim = emb.shape[1] if emb.ndim == 2 and emb.shape[0] else 0
+            flat = pa.array(emb.reshape(-1)) if dim else pa.array([], pa.float32())
+            cols = {
+                "path": pa.array([r["path"] for r in index], pa.string()),
+                "clip_start": pa.array([r["clip_start"] for r in index], pa.float64()),
+                "clip_end": pa.array([r["clip_end"] for r in index], pa.float64()),
+                "row": pa.array([r["row"] for r in index], pa.int64()),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, max(dim, 1))
+                if dim
+                else pa.array([], pa.list_(pa.float32(), 1)),
+            }
+            meta = {}
+            if tok is not None:
+                per = math.prod(tok.shape[1:])
+                cols["tokens"] = pa.FixedSizeListArray.from_arrays(pa.array(tok.reshape(-1)), per)
+                meta[b"vidtok_tokens_shape"] = json.dumps(list(tok.shape[1:])).encode()
+            table = pa.table(cols)
+            if meta:
+                table = table.replace_schema_metadata(meta)
+            _write_atomic(out, lambda tmp: pq.write_table(table, tmp))
+        else:
+            if self.fmt == "npy":
+                _write_atomic(out, lambda tmp: _np_save(tmp, emb))
+                if tok is not None:
+                    _write_atomic(_tokens_npy_path(out), lambda tmp: _np_save(tmp, tok))
+            else:
+                from safetensors.numpy import save_file
+
+                tensors = {"embeddings": np.ascontiguousarray(emb)}
+                if tok is not None:
+                    tensors["tokens"] = np.ascontiguousarray(tok)
+                meta = {"format": "vidtok-embeddings", "index": _index_path(out).name}
+                _write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+            def write_index(tmp: Path) -> None:
+                with open(tmp, "w", newline="") as f:
+                    w = csv.writer(f, lineterminator="\n")
+                    w.writerow(["path", "clip_start", "clip_end", "row"])
+                    for r in index:
+                        w.writerow([r["path"], f"{r['clip_start']:.3f}", f"{r['clip_end']:.3f}", r["row"]])
+
+            _write_atomic(_index_path(out), write_index)
+        _write_errors(out, res["videos"])
+        shutil.rmtree(_parts_dir(out), ignore_errors=True)
+        _fsync_dir(out.parent)
+        return res
+
+
+def _np_save(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # np.save(str) would append ".npy" to the temporary name
+        np.save(f, arr)
