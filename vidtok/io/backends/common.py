@@ -21,3 +21,13 @@ def rotation_degrees(value: float | int | None) -> int:
     if v != v:  # NaN
         return 0
     return int(round(v / 90.0)) * 90 % 360
+
+
+def average_fps(num_frames: int, duration: float, header_rate: float) -> float:
+    """Frames per second: the header's average rate if it agrees with ``num_frames / duration`` within 1.5 frames
+    (constant frame rate), else ``num_frames / duration`` (variable frame rate or a header that lies)."""
+    if duration <= 0:
+        return header_rate
+    if header_rate > 0 and abs(num_frames / header_rate - duration) <= 1.5 / header_rate:
+        return header_rate
+    return num_frames / duration

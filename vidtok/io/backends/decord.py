@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import rotation_degrees, short_side_size
+from vidtok.io.backends.common import average_fps, rotation_degrees, short_side_size
 from vidtok.io.video import VideoMetadata
 
 
@@ -66,11 +66,12 @@ class DecordReader:
         n = len(self._vr)
         if n <= 0:
             raise VideoDecodeError(path, "decord found no frames")
-        fps = float(self._vr.get_avg_fps() or 0.0)
+        rate = float(self._vr.get_avg_fps() or 0.0)
         try:
-            duration = float(self._vr.get_frame_timestamp(n - 1)[1])
+            duration = float(self._vr.get_frame_timestamp(n - 1)[1] - self._vr.get_frame_timestamp(0)[0])
         except Exception:
-            duration = n / fps if fps else 0.0
+            duration = n / rate if rate else 0.0
+        fps = average_fps(n, duration, rate)
         self.metadata = VideoMetadata(
             num_frames=n, fps=fps, duration=duration, width=w, height=h, codec=codec, rotation=rot, backend=self.name
         )

