@@ -24,17 +24,20 @@ def _write_run(tmp_path, rows, tail: str = ""):
 
 
 def _rows():
+    """Rows as vidtok.engine.train writes them: "step" rows every few steps, "epoch" rows with validation."""
     rows = []
-    for s in range(0, 100, 5):
-        rows.append({"step": s, "epoch": s // 25, "loss": 2.0 - s / 60, "lr": 1e-3 * min(1, (s + 1) / 20)})
-        rows[-1]["train_top1"] = s / 120
-        if s % 25 == 20:
-            rows.append({"step": s, "epoch": s // 25, "val_top1": 0.3 + s / 200, "val_loss": 1.8 - s / 80})
+    for s in range(5, 101, 5):
+        rows.append({"kind": "step", "step": s, "epoch": (s - 1) // 25, "loss": 2.0 - s / 60,
+                     "lr": 1e-3 * min(1, s / 20), "clips_per_sec": 9.5})  # fmt: skip
+        if s % 25 == 0:
+            rows.append({"kind": "epoch", "step": s, "epoch": s // 25 - 1, "loss": 2.1 - s / 60, "lr": 1e-3,
+                         "val_top1": 30 + s / 2, "val_top5": 70 + s / 4, "val_loss": 1.8 - s / 80})  # fmt: skip
+    rows.insert(3, {"kind": "error", "step": 12, "epoch": 0, "error": "loss=nan"})
     return rows
 
 
 def test_read_metrics_tolerates_partial_last_line_but_not_garbage(tmp_path):
-    run = _write_run(tmp_path, _rows(), tail='{"step": 100, "lo')
+    run = _write_run(tmp_path, _rows(), tail='{"kind": "step", "step": 105, "lo')
     assert len(read_metrics(run)) == len(_rows())
     (run / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(VidtokError, match=r"metrics.jsonl:2: not valid JSON"):
@@ -51,9 +54,9 @@ def test_curves_png_has_three_panels(tmp_path):
         arr = np.asarray(im.convert("RGB")).astype(int)
     assert w > 2.5 * h  # three side-by-side panels
     assert arr.std() > 10  # something drawn
-    # Only loss: one panel, narrower figure.
     run2 = tmp_path / "only_loss"
     run2.mkdir()
+    # Only loss, rows without "kind": one panel, narrower figure.
     (run2 / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / (s + 1)}) + "\n" for s in range(9)))
     with Image.open(plot_training_curves(run2, tmp_path / "c2.png", dpi=50)) as im:
         assert im.size[0] < w / 2
@@ -63,7 +66,7 @@ def test_curves_change_with_the_data(tmp_path):
     a = plot_training_curves(_rows(), tmp_path / "a.png", title="x", dpi=50)
     rows = _rows()
     for r in rows:
-        if "loss" in r:
+        if r["kind"] == "step":
             r["loss"] = 5.0 - r["loss"]  # rising instead of falling
     b = plot_training_curves(rows, tmp_path / "b.png", title="x", dpi=50)
     with Image.open(a) as ia, Image.open(b) as ib:

@@ -22,14 +22,29 @@ __all__ = ["read_metrics", "plot_training_curves", "plot_confusion_matrix"]
 
 _INSTALL_HINT = "matplotlib is needed for plots: pip install 'vidtok[viz]' (or pip install matplotlib)"
 
-# Panels of the curves figure: (title, y label, [(metric key, legend label), ...]). First match of each alias wins.
-_PANELS: list[tuple[str, str, list[tuple[tuple[str, ...], str]]]] = [
-    ("loss", "loss", [(("loss", "train_loss"), "train"), (("val_loss",), "val")]),
-    ("learning rate", "lr", [(("lr",), "lr")]),
+# Panels of the curves figure: (title, y label, [(metric keys (first present wins), row kinds, legend label)]).
+# The trainer tags rows with "kind": "step" (every log_every steps), "epoch" (epoch means + validation) or "error";
+# rows without a kind count as step rows.
+_STEP, _EPOCH, _ANY = ("step", None), ("epoch",), ("step", "epoch", None)
+_PANELS: list[tuple[str, str, list[tuple[tuple[str, ...], tuple, str]]]] = [
+    (
+        "loss",
+        "loss",
+        [
+            (("loss", "train_loss"), _STEP, "train"),
+            (("loss", "train_loss"), _EPOCH, "train (epoch mean)"),
+            (("val_loss",), _ANY, "val"),
+        ],
+    ),
+    ("learning rate", "lr", [(("lr",), _STEP, "lr")]),
     (
         "top-1 accuracy",
         "top-1 (%)",
-        [(("train_top1", "top1", "train_acc1", "acc1"), "train"), (("val_top1", "val_acc1"), "val")],
+        [
+            (("train_top1", "train_acc1"), _ANY, "train"),
+            (("val_top1", "val_acc1"), _ANY, "val"),
+            (("val_top5", "val_acc5"), _ANY, "val top-5"),
+        ],
     ),
 ]
 
@@ -74,11 +89,15 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def _series(rows: Sequence[dict[str, Any]], aliases: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, values) of the first alias present with finite numbers; rows without a step use their position."""
+def _series(
+    rows: Sequence[dict[str, Any]], aliases: Sequence[str], kinds: Sequence[str | None]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values) of the first alias with finite numbers in rows of the given kinds; no step: row position."""
     for key in aliases:
         xs, ys = [], []
         for i, row in enumerate(rows):
+            if row.get("kind") not in kinds:
+                continue
             v = row.get(key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 continue
@@ -128,7 +147,7 @@ def plot_training_curves(
         raise VidtokError(f"{where}no metrics rows to plot")
     panels = []
     for name, ylabel, specs in _PANELS:
-        lines = [(label, s) for aliases, label in specs if (s := _series(rows, aliases)) is not None]
+        lines = [(label, s) for aliases, kinds, label in specs if (s := _series(rows, aliases, kinds)) is not None]
         if lines:
             panels.append((name, ylabel, lines))
     if not panels:
@@ -145,7 +164,8 @@ def plot_training_curves(
             if name.startswith("top-1"):
                 y = _percent(y)
             sparse = len(x) <= 20  # evaluation rows are few: show the points
-            ax.plot(x, y, marker="o" if sparse else None, markersize=3, linewidth=1.4, label=label)
+            style = "--" if label in ("train (epoch mean)", "val top-5") else "-"
+            ax.plot(x, y, style, marker="o" if sparse else None, markersize=3, linewidth=1.4, label=label)
         if name == "loss" and all((s[1] > 0).all() for _, s in lines):
             ys = np.concatenate([s[1] for _, s in lines])
             if ys.max() / max(ys.min(), 1e-12) > 30:  # a loss falling over decades reads better on a log axis
@@ -160,7 +180,9 @@ def plot_training_curves(
             ax.legend(frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # Fixed margins (in inches) rather than tight_layout: panels stay put whatever the tick labels are.
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.2 / w, bottom=0.55 / h, top=1 - 0.75 / h, wspace=0.32)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out
