@@ -33,7 +33,7 @@ from torch import nn
 from vidtok.convert._io import read_state_dict
 from vidtok.errors import CheckpointError
 
-__all__ = ["detect_layout", "canonical_from_2d", "inflate_vit2d", "LAYOUTS"]
+__all__ = ["detect_layout", "canonical_from_2d", "inflate_vit2d", "inflate_into", "LAYOUTS"]
 
 LAYOUTS = ("torchvision", "timm")
 
@@ -166,8 +166,6 @@ def inflate_vit2d(
         The model in eval mode, with ``pretrained_cfg`` (ImageNet-style mean/std 0.5 for inflated ViViT defaults are
         left to the caller's data config; see docs).
     """
-    from vidtok.convert._target import inflate_into
-
     where = src if not isinstance(src, dict) else "state dict"
     if not model_name:
         raise CheckpointError(f"{where}: inflating a 2D ViT needs --model NAME (e.g. vivit_b16x2, tokshift_b16)")
@@ -184,3 +182,156 @@ def inflate_vit2d(
         where=where,
         **overrides,
     )
+
+
+# Normalisation the 2D weights were trained with: torchvision's ImageNet-1k ViTs use ImageNet statistics; timm's
+# vit_base_patch16_224 (augreg, ImageNet-21k) scales to [-1, 1].
+_LAYOUT_NORM = {
+    "torchvision": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "timm": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+}
+_BLOCK_PARTS = ("norm1.weight", "norm1.bias", "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
+                "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "attn.qkv.weight")  # fmt: skip
+
+
+def _arch_overrides(info: dict[str, Any], probe: nn.Module, *, num_frames, img_size, num_classes, num_heads, where):
+    """create_model overrides that make the registry model match the 2D ViT (only where it differs)."""
+    D, L, p = info["embed_dim"], info["depth"], info["patch"]
+    kw: dict[str, Any] = {}
+    if probe.embed_dim != D:
+        kw["embed_dim"] = D
+    if probe.depth != L:
+        kw["depth"] = L
+    probe_heads = probe.blocks[0].attn.num_heads
+    heads = num_heads or (probe_heads if probe.embed_dim == D else D // 64)
+    if heads < 1 or D % heads:
+        raise CheckpointError(f"{where}: cannot infer attention heads for width {D}; pass --num-heads")
+    if heads != probe_heads:
+        kw["num_heads"] = heads
+    hidden = info["mlp_hidden"]
+    if int(D * (probe.blocks[0].mlp.fc1.out_features / probe.embed_dim)) != hidden:
+        if int(D * (hidden / D)) != hidden:
+            raise CheckpointError(f"{where}: MLP width {hidden} is not D * mlp_ratio (D={D})")
+        kw["mlp_ratio"] = hidden / D
+    t, ph, pw = probe.patch_embed.tubelet_size
+    if (ph, pw) != (p, p):
+        kw["tubelet_size"] = [t, p, p]
+    img = img_size or info["grid"][0] * p
+    if tuple(probe.img_size) != (img, img):
+        kw["img_size"] = img
+    if num_frames is not None and num_frames != probe.num_frames:
+        kw["num_frames"] = num_frames
+    n_cls = num_classes if num_classes is not None else info["num_classes"]
+    if n_cls is not None and n_cls != probe.num_classes:
+        kw["num_classes"] = n_cls
+    return kw
+
+
+def inflate_into(
+    info: dict[str, Any],
+    *,
+    model_name: str,
+    num_frames: int | None = None,
+    img_size: int | None = None,
+    num_classes: int | None = None,
+    tubelet_init: str = "central",
+    num_heads: int | None = None,
+    where: Any = "state dict",
+    **overrides: Any,
+) -> nn.Module:
+    """Build ``model_name`` to the 2D ViT's size and copy / inflate the 2D weights into it (see module docstring).
+
+    Sets ``model.inflation = {"copied": [...], "kept_init": [...]}`` listing which parameters came from the 2D ViT.
+    """
+    from vidtok.models import create_model
+    from vidtok.models.layers import INFLATE_MODES, inflate_2d_kernel, resize_grid_table
+
+    if tubelet_init not in INFLATE_MODES:
+        raise CheckpointError(f"tubelet_init must be one of {INFLATE_MODES}, got {tubelet_init!r}")
+
+    def build(**kw: Any) -> nn.Module:
+        try:
+            return create_model(model_name, **kw)
+        except Exception as e:  # unknown name or an invalid override
+            raise CheckpointError(f"{where}: cannot build {model_name!r}: {' '.join(str(e).split())}") from None
+
+    with torch.device("meta"):  # registry defaults, without allocating weights
+        probe = build()
+    if not hasattr(probe, "patch_embed") or not hasattr(probe, "blocks"):
+        raise CheckpointError(f"{where}: {model_name!r} is not a ViViT-family model")
+    kw = _arch_overrides(
+        info, probe, num_frames=num_frames, img_size=img_size, num_classes=num_classes, num_heads=num_heads,
+        where=where,
+    )  # fmt: skip
+    kw.update(overrides)
+    model = build(**kw)
+    src = info["tensors"]
+    new = {k: v.clone() for k, v in model.state_dict().items()}
+    copied: set[str] = set()
+
+    def put(key: str, value: torch.Tensor) -> None:
+        if key not in new:
+            return
+        if tuple(value.shape) != tuple(new[key].shape):
+            raise CheckpointError(
+                f"{where}: cannot place 2D tensor into {key}: shape {tuple(value.shape)} vs {tuple(new[key].shape)}"
+            )
+        new[key] = value.to(new[key].dtype)
+        copied.add(key)
+
+    # patch embedding: (D, C, p, p) -> (D, C, t, p, p)
+    t = model.patch_embed.tubelet_size[0]
+    put("patch_embed.proj.weight", inflate_2d_kernel(src["patch_embed.proj.weight"], t, tubelet_init))
+    if "patch_embed.proj.bias" in src:
+        put("patch_embed.proj.bias", src["patch_embed.proj.bias"])
+
+    # class token and positional tables
+    pe = model.pos_embed
+    T, Hp, Wp = model.grid
+    pos = src["pos_embed"][0]  # (1 + g·g, D)
+    cls_pos, spatial = pos[:1], pos[1:]
+    g = info["grid"]
+    spatial = resize_grid_table(spatial, (1, *g), (1, Hp, Wp))  # (Hp·Wp, D), bicubic when the crop changes
+    if model.cls_token is not None:
+        # without a class-token row in the table, fold its positional embedding into the token itself
+        put("cls_token", src["cls_token"] if pe.num_prefix else src["cls_token"] + cls_pos)
+    prefix = [cls_pos] if pe.num_prefix else []
+    if pe.kind == "joint":
+        put("pos_embed.table", torch.cat([*prefix, spatial.repeat(T, 1)])[None])  # tiled over T' (scenic "tile")
+    elif pe.kind in ("separable", "spatial"):
+        put("pos_embed.spatial", torch.cat([*prefix, spatial])[None])
+        if pe.kind == "separable":
+            put("pos_embed.temporal", torch.zeros_like(new["pos_embed.temporal"]))
+
+    # blocks: the (spatial) attention path of every block; temporal parts keep their (zero) init
+    for i in range(info["depth"]):
+        for part in _BLOCK_PARTS:
+            put(f"blocks.{i}.{part}", src[f"blocks.{i}.{part}"])
+        bias = src.get(f"blocks.{i}.attn.qkv.bias")
+        if bias is not None:
+            D = bias.shape[0] // 3
+            put(f"blocks.{i}.attn.qkv.bias", bias)
+            put(f"blocks.{i}.attn.q_bias", bias[:D])  # qkv_bias="qv": a key bias is dropped (softmax-invariant)
+            put(f"blocks.{i}.attn.v_bias", bias[2 * D :])
+
+    # final norms and head
+    norm = ("norm.weight", "norm.bias")
+    fc = ("fc_norm.weight", "fc_norm.bias") if "fc_norm.weight" in src else norm
+    if "norm.weight" in src:
+        for a in norm:
+            put(a, src[a])
+            put(a.replace("norm", "norm_spatial"), src[a])  # Model 2: the spatial encoder's final norm
+    if fc[0] in src:
+        for a, b in zip(("fc_norm.weight", "fc_norm.bias"), fc, strict=True):
+            put(a, src[b])
+    if "head.weight" in src and "head.weight" in new and new["head.weight"].shape == src["head.weight"].shape:
+        put("head.weight", src["head.weight"])
+        put("head.bias", src["head.bias"])
+
+    model.load_state_dict(new, strict=True)
+    mean, std = _LAYOUT_NORM[info["layout"]]
+    model.pretrained_cfg = {**dict(getattr(model, "pretrained_cfg", {}) or {}), "mean": mean, "std": std}
+    if "head.weight" not in copied:
+        model.pretrained_cfg["class_names"] = []
+    model.inflation = {"copied": sorted(copied), "kept_init": sorted(set(new) - copied)}
+    return model.eval()
