@@ -232,7 +232,7 @@ def _head(take: _Taker, out: dict[str, torch.Tensor], where: Path) -> int:
 # Output names are vidtok.models.vivit.ViViT's: patch_embed.proj.* (Conv3d), cls_token, pos_embed.table (joint,
 # CLS row first) or pos_embed.{spatial,temporal} (separable), blocks.i.{norm1,attn.qkv,attn.q_bias,
 # attn.v_bias,attn.proj,norm2,mlp.fc1,mlp.fc2}, blocks.i.{norm_t,attn_t.*,proj_t} (TimeSformer), norm, fc_norm, head.
-# The architecture description goes to vidtok/convert/_target.py, which turns it into create_model kwargs.
+# The architecture description is a dict of create_model keyword arguments (see build_model).
 
 
 def _common_arch(config: dict[str, Any], where: Path, num_layers: int) -> dict[str, Any]:

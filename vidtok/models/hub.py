@@ -151,7 +151,10 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     final = path / "model.safetensors"
     if final.is_file():
         return final
-    ckpts = sorted((path / "checkpoints").glob("*.safetensors"), key=lambda p: (p.stat().st_mtime, p.name))
+    ckpts = sorted(
+        (p for p in (path / "checkpoints").glob("*.safetensors") if not p.name.startswith(".")),  # skip temp files
+        key=lambda p: (p.stat().st_mtime, p.name),
+    )
     if ckpts:
         return ckpts[-1]
     raise CheckpointError(f"{path}: folder has neither model.safetensors nor checkpoints/*.safetensors")
