@@ -80,6 +80,19 @@ def write_video(
     return path
 
 
+def backend_params() -> list:
+    """``pytest.param`` per vidtok video backend, skipped (only) when that backend is not installed."""
+    import pytest
+
+    from vidtok.io import available_backends
+
+    avail = available_backends()
+    return [
+        pytest.param(b, marks=pytest.mark.skipif(b not in avail, reason=f"{b} not installed"), id=b)
+        for b in ("pyav", "decord", "torchcodec")
+    ]
+
+
 def decode_all(path: str | os.PathLike) -> np.ndarray:
     """Independent oracle: every frame of the first video stream, decoded sequentially by PyAV, ``(N, H, W, 3)``."""
     import av

@@ -397,7 +397,8 @@ def open_video(
     try:
         reader = _make_reader("pyav", path, num_threads, short_side)
     except VideoDecodeError as e:
-        raise VideoDecodeError(path, f"{e.reason} ({name}: {_one_line(first)})") from e
+        raise VideoDecodeError(path, f"{e.reason} ({name} failed too)") from e
     except Exception as e:
-        raise VideoDecodeError(path, f"{_one_line(e)} ({name}: {_one_line(first)})") from e
+        raise VideoDecodeError(path, f"{_one_line(e)} ({name} failed too)") from e
+    warnings.warn(f"{path}: {name} cannot open it ({_one_line(first)}); using pyav", RuntimeWarning, stacklevel=2)
     return Video(path, reader, num_threads=num_threads, short_side=short_side)

@@ -38,7 +38,9 @@ def _import_av():
 
 
 def _msg(e: BaseException) -> str:
-    s = " ".join(str(e).split())
+    # FFmpeg errors render as "[Errno N] Invalid data ...: 'path'"; the strerror alone is the useful part.
+    s = getattr(e, "strerror", None) or str(e)
+    s = " ".join(str(s).split())
     return s[:300] if s else type(e).__name__
 
 
@@ -57,6 +59,7 @@ class PyAVReader:
         self._last_frame: Any = None
         self._ordinal = -1  # decode-order count of the last frame (sequential mode)
         self.frames_decoded = 0  # total frames decoded by this reader (benchmark statistic)
+        self.decode_errors = 0  # packets the decoder rejected
         try:
             self._container = av.open(path, metadata_errors="ignore")
         except Exception as e:  # av.FFmpegError subclasses, UnicodeDecodeError, OSError
@@ -76,7 +79,7 @@ class PyAVReader:
         st = c.streams.video[0]
         self._stream = st
         if st.codec_context is None:
-            raise VideoDecodeError(self.path, f"no decoder for video codec id {getattr(st, 'codec_tag', '?')}")
+            raise VideoDecodeError(self.path, "no decoder for its video codec (unknown or unsupported codec)")
         cc = st.codec_context
         cc.thread_count = num_threads
         if num_threads != 1:
@@ -148,8 +151,22 @@ class PyAVReader:
 
     # ---------------------------------------------------------------- decoding primitives
     def _decode_packets(self, packets: Iterator[Any]) -> Iterator[Any]:
-        for p in packets:
-            for f in p.decode():
+        av = _import_av()
+        while True:
+            try:
+                p = next(packets, None)
+            except av.FFmpegError:  # unreadable tail (truncated file): end of stream
+                p = None
+            if p is None:
+                return
+            try:
+                frames = p.decode()
+            except av.FFmpegError:
+                # A corrupt or partial packet: skip it. Its frame is then missing and asking for it is a clean
+                # VideoDecodeError, while the other frames stay readable.
+                self.decode_errors += 1
+                continue
+            for f in frames:
                 self.frames_decoded += 1
                 yield f
 
@@ -167,7 +184,7 @@ class PyAVReader:
         st = self._stream
         start = self._seek_ts[0] if self._seek_ts else (st.start_time or 0)
         self._container.seek(start, stream=st, backward=True, any_frame=False)
-        self._gen = self._decode_packets(self._container.demux(st))
+        self._gen = self._decode_packets(iter(self._container.demux(st)))
         self._last_pts, self._last_frame, self._ordinal = None, None, -1
 
     def _seek_to_key(self, k: int) -> None:
@@ -177,15 +194,19 @@ class PyAVReader:
             if kk < 0:
                 continue
             self._container.seek(self._seek_ts[kk], stream=st, backward=True, any_frame=False)
-            demux = self._container.demux(st)
+            demux = iter(self._container.demux(st))
             first = None
-            for p in demux:
-                if p.size > 0 and not p.is_discard:
-                    first = p
-                    break
+            av = _import_av()
+            try:
+                for p in demux:
+                    if p.size > 0 and not p.is_discard:
+                        first = p
+                        break
+            except av.FFmpegError:
+                first = None
             # The demuxer lands on a keyframe; accept it if it is at or before the one we asked for.
             if first is not None and first.is_keyframe and first.pts is not None and first.pts <= self._key_pts[k]:
-                self._gen = self._decode_packets(_chain(first, demux))
+                self._gen = self._decode_packets(iter(_chain(first, demux)))
                 self._last_pts, self._last_frame = None, None
                 return
         self._restart()
