@@ -141,3 +141,29 @@ def test_unsupported_extension_is_one_line_error(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(VidtokError, match="no extension"):
         render.check_output_path(tmp_path / "noext")
+
+
+def test_clip_normalisation_keeps_a_token_dark_where_it_looks_away():
+    maps = np.zeros((2, 1, 4, 4), np.float32)
+    maps[0, 0, 0, 0] = 1.0  # strong in slice 0
+    maps[1, 0, 3, 3] = 0.01  # barely anything in slice 1
+    clip = render.normalize_maps(maps, "clip")
+    panel = render.normalize_maps(maps, "panel")
+    assert clip[0, 0, 0, 0] == 1 and clip[1, 0].max() == pytest.approx(0.01)
+    assert panel[1, 0].max() == pytest.approx(1.0)  # per panel the faint slice looks as strong
+    assert np.array_equal(render.normalize_maps(np.full((2, 1, 4, 4), 3.0), "none"), np.ones((2, 1, 4, 4)))
+    with pytest.raises(ValueError, match="normalize"):
+        render.normalize_maps(maps, "tokens")
+    a = np.asarray(render.render_grid(_frames(), maps, normalize="clip", cell=40))
+    b = np.asarray(render.render_grid(_frames(), maps, normalize="panel", cell=40))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_frame_numbers_in_tags():
+    frames, maps = _frames(), _maps()
+    plain = np.asarray(render.render_grid(frames, maps, cell=128))
+    numbered = np.asarray(render.render_grid(frames, maps, cell=128, frame_numbers=list(range(100, 116, 2))))
+    diff = np.nonzero((plain != numbered).any(-1))
+    assert diff[1].size and diff[1].max() < 4 + 128  # only the tags in the frame column changed
+    with pytest.raises(ValueError, match="frame numbers"):
+        render.render_grid(frames, maps, frame_numbers=[1, 2])

@@ -301,5 +301,6 @@ def visualize(
         cell=cell,
         fps=fps,
         max_rows=max_rows,
+        frame_numbers=view.indices,
     )
     return view

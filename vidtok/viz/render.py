@@ -323,6 +323,7 @@ def render_grid(
     alpha: float = 0.5,
     normalize: str = "clip",
     max_rows: int | None = None,
+    frame_numbers: Sequence[int] | None = None,
 ):
     """One panel row per temporal slice: the slice's middle frame, then its overlays.
 
@@ -338,12 +339,15 @@ def render_grid(
         normalize: min-max normalisation before colouring (softmax maps are tiny otherwise): ``"clip"`` each of the
             K maps over all slices, ``"panel"`` every panel on its own, ``"none"`` as is (clipped to [0, 1]).
         max_rows: show at most this many slices, evenly spaced.
+        frame_numbers: the video frame number of each of the T frames, for the row tags (default 0..T-1).
 
     Returns:
         A ``PIL.Image.Image`` (RGB).
     """
     frames, maps = _check_inputs(frames, maps, mode)
     num_frames, height, width = frames.shape[:3]
+    if frame_numbers is not None and len(frame_numbers) != num_frames:
+        raise ValueError(f"{len(frame_numbers)} frame numbers for {num_frames} frames")
     num_slices, k = maps.shape[:2]
     full = upsample_maps(maps, (height, width))  # (T', K, H, W)
     if mode == "heat":
@@ -360,7 +364,10 @@ def render_grid(
     for r, t in enumerate(rows):
         fi = _frame_of_slice(t, num_frames, num_slices)
         frame = frames[fi]
-        canvas.paste(r, 0, frame, tag=f"frames {t * span}-{(t + 1) * span - 1}")
+        lo, hi = t * span, min((t + 1) * span, num_frames) - 1
+        if frame_numbers is not None:
+            lo, hi = frame_numbers[lo], frame_numbers[hi]
+        canvas.paste(r, 0, frame, tag=f"frames {lo}-{hi}")
         for c, panel in enumerate(_panels(frame, full[t], mode, colours, alpha)):
             canvas.paste(r, c + 1, panel)
     return canvas.image
@@ -376,6 +383,7 @@ def render_animation(
     cell: int = 128,
     alpha: float = 0.5,
     normalize: str = "clip",
+    frame_numbers: Sequence[int] | None = None,
 ) -> list:
     """One image per input frame: the frame and the overlays of the temporal slice it belongs to.
 
@@ -383,6 +391,8 @@ def render_animation(
     """
     frames, maps = _check_inputs(frames, maps, mode)
     num_frames, height, width = frames.shape[:3]
+    if frame_numbers is not None and len(frame_numbers) != num_frames:
+        raise ValueError(f"{len(frame_numbers)} frame numbers for {num_frames} frames")
     num_slices, k = maps.shape[:2]
     full = upsample_maps(maps, (height, width))  # (T', K, H, W)
     if mode == "heat":
@@ -395,7 +405,8 @@ def render_animation(
     for i in range(num_frames):
         t = _slice_of_frame(i, num_frames, num_slices)
         canvas = _Canvas(title=title, labels=labels, cell_w=cw, cell_h=ch, rows=1, legend=legend)
-        canvas.paste(0, 0, frames[i], tag=f"frame {i} / slice {t}")
+        number = frame_numbers[i] if frame_numbers is not None else i
+        canvas.paste(0, 0, frames[i], tag=f"frame {number} (slice {t})")
         for c, panel in enumerate(_panels(frames[i], full[t], mode, colours, alpha)):
             canvas.paste(0, c + 1, panel)
         out.append(canvas.image)
@@ -481,13 +492,13 @@ def save_output(
     fps: float = 4.0,
     max_rows: int | None = None,
     normalize: str = "clip",
+    frame_numbers: Sequence[int] | None = None,
 ) -> Path:
     """Render and write by extension: ``.png``/``.jpg`` a grid, ``.gif``/``.mp4`` an animation."""
     ext = check_output_path(path)
+    common = dict(mode=mode, title=title, map_labels=map_labels, alpha=alpha, normalize=normalize)
     if ext in IMAGE_EXTS:
-        img = render_grid(frames, maps, mode=mode, title=title, map_labels=map_labels, cell=cell or 128,
-                          alpha=alpha, max_rows=max_rows, normalize=normalize)  # fmt: skip
+        img = render_grid(frames, maps, cell=cell or 128, max_rows=max_rows, frame_numbers=frame_numbers, **common)
         return save_png(img, path)
-    images = render_animation(frames, maps, mode=mode, title=title, map_labels=map_labels, cell=cell or 160,
-                              alpha=alpha, normalize=normalize)  # fmt: skip
+    images = render_animation(frames, maps, cell=cell or 160, frame_numbers=frame_numbers, **common)
     return save_gif(images, path, fps=fps) if ext == ".gif" else save_mp4(images, path, fps=fps)
