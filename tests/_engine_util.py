@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -11,11 +13,19 @@ from vidtok.config import Config
 class TinyVideoNet(nn.Module):
     """(B, C, T, H, W) -> logits; has the vidtok model hooks the optimizer uses (no_weight_decay, layer ids)."""
 
-    def __init__(self, num_classes: int = 3, channels: int = 3, frames: int = 4, size: int = 8, dim: int = 16):
+    def __init__(
+        self,
+        num_classes: int = 3,
+        channels: int = 3,
+        frames: int = 4,
+        size: int = 8,
+        dim: int = 16,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.embed = nn.Linear(channels * size * size, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, frames, dim))
-        self.block = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(0.1))
+        self.block = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.num_classes = num_classes
@@ -48,17 +58,21 @@ class MotionDataset(torch.utils.data.Dataset):
     """Clips of a bright square moving left, right or standing still (label 0 / 1 / 2), with random noise
     augmentation drawn from the global torch RNG (so per-sample seeding matters for reproducibility)."""
 
-    def __init__(self, n: int = 48, *, frames: int = 4, size: int = 8, seed: int = 0, noise: float = 0.1):
+    def __init__(
+        self, n: int = 48, *, frames: int = 4, size: int = 8, seed: int = 0, noise: float = 0.1, delay: float = 0.0
+    ):
         g = torch.Generator().manual_seed(seed)
         self.labels = torch.randint(0, 3, (n,), generator=g)
         self.starts = torch.randint(2, size - 2, (n,), generator=g)
-        self.frames, self.size, self.noise = frames, size, noise
+        self.frames, self.size, self.noise, self.delay = frames, size, noise, delay
         self.class_names = ["left", "right", "still"]
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
+        if self.delay:
+            time.sleep(self.delay)  # stands in for decoding time (lets a test kill a run mid-way)
         label = int(self.labels[i])
         v = torch.zeros(3, self.frames, self.size, self.size)
         step = {0: -1, 1: 1, 2: 0}[label]
@@ -88,3 +102,33 @@ def tiny_config(out_workers: int = 0, **train) -> Config:
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
+
+
+class NanAfter(TinyVideoNet):
+    """Returns NaN logits from the ``after``-th training forward on."""
+
+    def __init__(self, after: int, **kw):
+        super().__init__(**kw)
+        self.after = after
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.after:
+                out = out * float("nan")
+        return out
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Multi-view items (V, C, T, H, W) for evaluation tests."""
+
+    def __init__(self, videos: torch.Tensor, labels: list[int], class_names: list[str]):
+        self.videos, self.labels, self.class_names = videos, labels, class_names
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": self.videos[i], "label": self.labels[i], "index": i, "path": f"mem://{i}"}

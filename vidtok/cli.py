@@ -446,6 +446,124 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
     )
 
 
+@cli.command()
+@config_options
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder (created).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint.")
+@click.option("--init", "init", default=None, help="Checkpoint / run folder to fine-tune from (head re-initialised).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (schedule length).")
+@click.option("--epochs", type=int, default=None, help="Number of epochs (overrides train.epochs).")
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (log lines only).")
+def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, device, no_progress) -> None:
+    """Train a model: checkpoints, metrics.jsonl and model.safetensors go to --out.
+
+    Runs on several processes / nodes under torchrun (DDP; nccl on CUDA, gloo on CPU); only rank 0 writes.
+    A run resumes exactly from its last checkpoint with --resume (the run's own config.yaml is used).
+
+    \b
+    Examples:
+      vidtok train --config configs/demo_vidtok_ti.yaml --set data.root=demo_out/data --out runs/demo
+      vidtok train --config configs/k400_vivit_b16x2.yaml --init vit_b16_inflated.safetensors --out runs/k400
+      vidtok train --out runs/k400 --resume
+      torchrun --nproc-per-node 8 -m vidtok.cli train --config configs/k400_vidtok_b.yaml --out runs/k400_b
+    """
+    from pathlib import Path
+
+    from vidtok.engine.train import train as run_train
+
+    run_cfg = Path(out_dir) / "config.yaml"
+    if resume and config_path is None and run_cfg.is_file():
+        config_path = str(run_cfg)  # resume with the run's own resolved config
+    extra = list(overrides)
+    if init is not None:
+        extra.append(f"train.init={init}")
+    if max_steps is not None:
+        extra.append(f"train.max_steps={max_steps}")
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    if device is not None:
+        extra.append(f"train.device={device}")
+    cfg = load_cli_config(config_path, tuple(extra))
+    res = run_train(cfg, out_dir, resume=resume, progress=not no_progress)
+    if res["model_path"]:
+        val = res["val"]
+        acc = f"; val top-1 {val['top1']:.2f} %, top-5 {val['top5']:.2f} %" if val else ""
+        click.echo(f"done: {res['step']} steps in {res['seconds']:.0f} s{acc}; model: {res['model_path']}")
+
+
+@cli.command(name="eval")
+@click.option("--checkpoint", "-c", required=True, help="vidtok checkpoint (.safetensors) or run folder.")
+@click.option("--data", "data_path", default=None, help="Annotations: Kinetics CSV, 'path label' list or class folder.")
+@click.option("--root", default=None, help="Folder the listed videos live under.")
+@config_options
+@click.option("--clips", type=int, default=None, help="Temporal views per video (default: the checkpoint's).")
+@click.option("--crops", type=int, default=None, help="Spatial crops per view: 1 or 3 (default: the checkpoint's).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Videos per forward pass.")
+@click.option("--workers", "num_workers", type=int, default=2, show_default=True, help="Decode processes.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
+@click.option("--shuffle-frames", is_flag=True, help="Permute the frames of every view (motion control).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Report folder.")
+def eval_cmd(
+    checkpoint, data_path, root, config_path, overrides, clips, crops, batch_size, num_workers, device, amp,
+    shuffle_frames, out_dir,
+) -> None:  # fmt: skip
+    """Evaluate a checkpoint: multi-view top-1 / top-5, per-class accuracy, confusion-matrix PNG.
+
+    Preprocessing (frames, stride, crop, mean/std, views) and class names come from the checkpoint; --data
+    defaults to the validation annotations of the checkpoint's run config. Writes metrics.json, per_class.csv,
+    predictions.csv and confusion_matrix.png to --out (default: <checkpoint folder>/eval).
+
+    \b
+    Examples:
+      vidtok eval --checkpoint demo_out/run --data demo_out/data/val.csv --root demo_out/data
+      vidtok eval -c runs/k400/model.safetensors --data k400/val.csv --root k400 --clips 4 --crops 3
+    """
+    from pathlib import Path
+
+    from vidtok.engine.evaluate import evaluate_checkpoint, format_report
+
+    res, files = evaluate_checkpoint(
+        checkpoint,
+        data=data_path,
+        root=root,
+        config_path=config_path,
+        overrides=overrides,
+        clips=clips,
+        crops=crops,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+        shuffle_frames=shuffle_frames,
+        out_dir=Path(out_dir) if out_dir else None,
+    )
+    click.echo(format_report(res))
+    click.echo(f"\nreport: {files['metrics'].parent} (confusion matrix: {files['confusion']})")
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--shuffle-frames", is_flag=True, help="Control: train and evaluate with frames shuffled in time.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (repeatable).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
+    """The end-to-end demo: synthetic motion videos -> train vidtok_ti on the CPU -> evaluate held-out videos.
+
+    The classes differ only in how a shape moves, so the model must use motion: expect >= 90 % held-out top-1
+    in a few minutes on a laptop CPU; with --shuffle-frames (frames permuted in time) it stays near chance.
+
+    \b
+    Examples:
+      vidtok demo --out demo_out
+      vidtok demo --out demo_out --shuffle-frames
+    """
+    from vidtok.engine.demo import run_demo
+
+    run_demo(out_dir, shuffle_frames=shuffle_frames, overrides=overrides, progress=not no_progress, echo=click.echo)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:

@@ -150,9 +150,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 class ResumableSampler(Sampler):
     """``DistributedSampler`` semantics (a seeded permutation per epoch, padded to a multiple of the world size,
-    rank ``r`` taking positions ``r, r + W, ...``) that can start part-way through an epoch, and yields
-    ``(index, sample_seed)`` pairs so augmentation randomness is a function of (seed, epoch, index), not of which
-    worker process happened to load the sample. Use with :class:`SeededDataset`.
+    rank ``r`` taking positions ``r, r + W, ...``) that can start part-way through an epoch. Like
+    ``vidtok.data.EpochSampler`` it yields ``(index, epoch)`` pairs, so augmentation randomness is a function of
+    (seed, epoch, index), not of which worker process happened to load the sample. Use with :class:`SeededDataset`.
 
     Args:
         num_samples_total: dataset length.
@@ -210,45 +210,48 @@ class ResumableSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for i in self.indices()[self.start :]:
-            yield (i, sample_seed(self.seed, self.epoch, i))
+            yield (i, self.epoch)
 
     def __len__(self) -> int:
         return self.per_rank - self.start
 
 
 class SeededDataset(Dataset):
-    """Wraps a map-style dataset: ``ds[(index, seed)]`` seeds torch / numpy / python RNGs with ``seed`` (restoring
-    them afterwards) before ``inner[index]``, so random augmentations are reproducible per sample regardless of
-    worker assignment and resume point. A plain int index passes through unchanged."""
+    """Wraps a map-style dataset: ``ds[(index, epoch)]`` seeds the torch / numpy / python RNGs with
+    :func:`sample_seed` (restoring them afterwards) before reading the item, so random augmentations drawn from the
+    global RNGs are reproducible per sample regardless of worker assignment and resume point. Datasets that take
+    ``(index, epoch)`` keys themselves (``vidtok.data.VideoClipDataset``, which seeds its own generator from them)
+    get the key unchanged; others get ``index``. A plain int passes through.
+    """
 
-    def __init__(self, inner: Dataset):
+    def __init__(self, inner: Dataset, *, seed: int = 0):
         self.inner = inner
+        self.seed = seed
+        try:
+            from vidtok.data.datasets import VideoClipDataset
+
+            self.pass_epoch = isinstance(inner, VideoClipDataset)
+        except ImportError:  # pragma: no cover
+            self.pass_epoch = False
 
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __getattr__(self, name: str):
-        if name == "inner":  # avoid recursion before __init__ ran (e.g. during unpickling in a worker)
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
     def __getitem__(self, key):
         if not isinstance(key, tuple):
             return self.inner[key]
-        index, seed = key
+        index, epoch = key
         import random
 
         import numpy as np
 
+        seed = sample_seed(self.seed, epoch, index)
         py, nps, ts = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(seed)
         np.random.seed(seed % (1 << 32))
         torch.manual_seed(seed)
-        setter = getattr(self.inner, "set_sample_seed", None)
-        if callable(setter):  # datasets holding their own torch.Generator take the seed explicitly
-            setter(seed)
         try:
-            return self.inner[index]
+            return self.inner[key] if self.pass_epoch else self.inner[index]
         finally:
             random.setstate(py)
             np.random.set_state(nps)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate", "format_report", "write_report", "plot_confusion_matrix"]
+__all__ = ["evaluate", "evaluate_checkpoint", "format_report", "write_report", "plot_confusion_matrix"]
 
 
 @torch.no_grad()
@@ -246,3 +246,83 @@ def write_report(res: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, P
             f.write(f"{p['index']},{p['label']},{p['pred']}\n")
     png = plot_confusion_matrix(res["confusion"], res["class_names"], out / "confusion_matrix.png")
     return {"metrics": out / "metrics.json", "per_class": out / "per_class.csv", "confusion": png}
+
+
+def _guess_format(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "folder"
+    if p.suffix.lower() == ".csv":
+        with open(p, newline="") as f:
+            head = f.readline().lower()
+        if "youtube_id" in head:
+            return "kinetics"
+    return "list"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    data: str | None = None,
+    root: str | None = None,
+    config_path: str | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    clips: int | None = None,
+    crops: int | None = None,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    device: str = "auto",
+    amp: str = "none",
+    shuffle_frames: bool = False,
+    out_dir: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Load a checkpoint, build its evaluation data (preprocessing from ``model.pretrained_cfg``), evaluate, and
+    write the report (``out_dir`` default: ``<checkpoint folder>/eval``). Used by ``vidtok eval``."""
+    from vidtok.config import Config, apply_overrides, config_from_dict, load_config
+    from vidtok.data import build_dataset
+    from vidtok.engine.distributed import resolve_device
+    from vidtok.errors import ConfigError
+    from vidtok.models import load_model
+    from vidtok.models.hub import resolve_checkpoint_path
+
+    ckpt_path = resolve_checkpoint_path(checkpoint)
+    dev = resolve_device(device)
+    model = load_model(ckpt_path, device=dev)
+    pc = model.pretrained_cfg
+    if config_path is not None:
+        cfg = load_config(config_path)
+    elif getattr(model, "checkpoint_config", None):
+        cfg = config_from_dict(model.checkpoint_config, source=str(ckpt_path))
+    else:
+        cfg = Config()
+    d = cfg.data
+    d.num_frames, d.frame_stride, d.crop_size = pc["num_frames"], pc["frame_stride"], pc["crop_size"]
+    d.test_short_side = pc["short_side"]
+    d.mean, d.std = tuple(pc["mean"]), tuple(pc["std"])
+    d.test_clips = clips if clips is not None else pc["test_clips"]
+    d.test_crops = crops if crops is not None else pc["test_crops"]
+    d.batch_size, d.num_workers = batch_size, num_workers
+    if data is not None:
+        d.val = str(data)
+        d.format = _guess_format(data)
+        d.root = root if root is not None else ("" if d.format == "folder" else str(Path(data).parent))
+    elif root is not None:
+        d.root = root
+    cfg = apply_overrides(cfg, list(overrides)) if overrides else cfg
+    if not (cfg.data.val or cfg.data.root):
+        raise ConfigError("no evaluation data: pass --data (CSV, list file or class folder)", key="data.val")
+    names = list(pc.get("class_names") or [])
+    ds = build_dataset(cfg.data, "val", train=False, class_names=names or None)
+    res = evaluate(
+        model,
+        ds,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=dev,
+        amp=amp,
+        shuffle_frames=shuffle_frames,
+        class_names=names or None,
+        progress=True,
+    )
+    out = out_dir if out_dir is not None else ckpt_path.parent / "eval"
+    return res, write_report(res, out)

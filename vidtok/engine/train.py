@@ -48,7 +48,7 @@ from vidtok.engine.distributed import (
 from vidtok.engine.optim import build_optimizer, cosine_lr, set_lr
 from vidtok.errors import CheckpointError, ConfigError, VidtokError
 
-__all__ = ["train", "NonFiniteLossError", "ModelEma", "shuffle_time", "mix_batch", "soft_cross_entropy"]
+__all__ = ["train", "NonFiniteLossError", "ModelEma", "shuffle_time", "soft_cross_entropy"]
 
 
 class NonFiniteLossError(VidtokError):
@@ -113,44 +113,8 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def mix_batch(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    num_classes: int,
-    mixup_alpha: float,
-    cutmix_alpha: float,
-    smoothing: float,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-level Mixup or CutMix (one chosen at random when both are on) with label smoothing (timm ``Mixup``).
-
-    The batch is mixed with its flip; CutMix cuts the same box out of every frame and the label weight follows
-    the box area. Returns the mixed clips and soft targets ``(B, K)``.
-    """
-    import numpy as np
-
-    off = smoothing / num_classes
-    onehot = torch.full((y.shape[0], num_classes), off, device=y.device)
-    onehot.scatter_(1, y.view(-1, 1), 1.0 - smoothing + off)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    rng = np.random.default_rng(seed)
-    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < 0.5)
-    if use_cutmix:
-        lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
-        h, w = x.shape[-2:]
-        cut = math.sqrt(1.0 - lam)
-        ch, cw = int(h * cut), int(w * cut)
-        cy, cx = int(rng.integers(h)), int(rng.integers(w))
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        x = x.clone()
-        x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
-        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        lam = float(rng.beta(mixup_alpha, mixup_alpha))
-        x = x * lam + x.flip(0) * (1.0 - lam)
-    return x, onehot * lam + onehot.flip(0) * (1.0 - lam)
+def _worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers run in parallel already; intra-op threads would oversubscribe the cores
 
 
 def _autocast(device: torch.device, amp: str):
@@ -207,15 +171,19 @@ class _Metrics:
 # Building the pieces from a config
 
 
-def _build_datasets(cfg: Config, train_dataset, val_dataset):
+def _build_datasets(cfg: Config, train_dataset, val_dataset, run_dir: Path):
     if train_dataset is None:
         from vidtok.data import build_dataset
 
-        if not cfg.data.train:
-            raise ConfigError("data.train: no training annotations given", key="data.train")
-        train_dataset = build_dataset(cfg.data, split="train")
-        if val_dataset is None and cfg.data.val:
-            val_dataset = build_dataset(cfg.data, split="val")
+        bad = run_dir / "bad_files.txt"  # unreadable videos are replaced and listed here
+        train_dataset = build_dataset(cfg.data, "train", seed=cfg.train.seed, bad_files=bad)
+        has_val = bool(cfg.data.val) or (
+            cfg.data.root and ((Path(cfg.data.root) / "val.csv").is_file() or (Path(cfg.data.root) / "val").is_dir())
+        )
+        if val_dataset is None and has_val:
+            val_dataset = build_dataset(
+                cfg.data, "val", class_names=train_dataset.class_names, seed=cfg.train.seed, bad_files=bad
+            )
     return train_dataset, val_dataset
 
 
@@ -394,7 +362,7 @@ def train(
         log(f"resume: {path.name} (step {state['step']}, epoch {state['epoch']})")
 
     # ---- data ----
-    train_dataset, val_dataset = _build_datasets(cfg, train_dataset, val_dataset)
+    train_dataset, val_dataset = _build_datasets(cfg, train_dataset, val_dataset, run_dir)
     class_names = list(getattr(train_dataset, "class_names", []) or [])
     if resumed is not None and resumed[2].get("class_names") and not class_names:
         class_names = list(resumed[2]["class_names"])
@@ -423,7 +391,7 @@ def train(
     world, rank = dist_info.world_size, dist_info.rank
     d = cfg.data
     sampler = ResumableSampler(len(train_dataset), shuffle=True, seed=tc.seed, rank=rank, world_size=world)
-    batches_per_epoch = sampler.per_rank // d.batch_size
+    batches_per_epoch = sampler.per_rank // max(1, d.batch_size // int(getattr(train_dataset, "repeated_aug", 1) or 1))
     steps_per_epoch = batches_per_epoch // tc.accum_steps
     if steps_per_epoch < 1:
         raise ConfigError(
@@ -438,16 +406,25 @@ def train(
     warmup = tc.warmup_steps if tc.warmup_steps > 0 else int(round(tc.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, max(0, total_steps - 1))
 
+    from vidtok.data.loader import collate_clips
+
     workers = d.num_workers
+    repeats = int(getattr(train_dataset, "repeated_aug", 1) or 1)  # clips per decoded video
+    if d.batch_size % repeats:
+        raise ConfigError(
+            f"data.batch_size={d.batch_size} must be a multiple of data.repeated_aug={repeats}", key="data.batch_size"
+        )
     loader_kwargs: dict[str, Any] = {}
     if workers > 0:
         loader_kwargs["persistent_workers"] = d.persistent_workers
         loader_kwargs["prefetch_factor"] = d.prefetch_factor
+        loader_kwargs["worker_init_fn"] = _worker_init
     loader = torch.utils.data.DataLoader(
-        SeededDataset(train_dataset),
-        batch_size=d.batch_size,
+        SeededDataset(train_dataset, seed=tc.seed),
+        batch_size=d.batch_size // repeats,
         sampler=sampler,
         num_workers=workers,
+        collate_fn=collate_clips,
         pin_memory=d.pin_memory and device.type == "cuda",
         drop_last=True,
         generator=torch.Generator(),  # worker base seeds come from here, never from the global RNG
@@ -483,7 +460,17 @@ def train(
     num_classes = cfg.model.num_classes
     if not class_names:
         num_classes = int(getattr(model, "num_classes", num_classes))
-    mixing = tc.mixup_alpha > 0 or tc.cutmix_alpha > 0
+    mixer = None
+    if tc.mixup_alpha > 0 or tc.cutmix_alpha > 0:
+        from vidtok.data.transforms import MixupCutmix
+
+        mixer = MixupCutmix(
+            num_classes=num_classes,
+            mixup_alpha=tc.mixup_alpha,
+            cutmix_alpha=tc.cutmix_alpha,
+            label_smoothing=tc.label_smoothing,
+        )
+    mixing = mixer is not None
     last_good = ckpt.list_checkpoints(run_dir)[-1] if main and ckpt.list_checkpoints(run_dir) else None
 
     def save(at_epoch: int, at_step_in_epoch: int) -> Path | None:
@@ -507,7 +494,7 @@ def train(
             "data_order": {
                 "seed": tc.seed,
                 "epoch": at_epoch,
-                "position": at_step_in_epoch * tc.accum_steps * d.batch_size,
+                "position": at_step_in_epoch * tc.accum_steps * (d.batch_size // repeats),
             },
             "mix_generator": mix_gen.get_state(),
             "shuffle_generator": shuffle_gen.get_state(),
@@ -546,7 +533,7 @@ def train(
     try:
         while step < total_steps and not stopped_early:
             model.train()
-            sampler.set_epoch(epoch, start=step_in_epoch * tc.accum_steps * d.batch_size)
+            sampler.set_epoch(epoch, start=step_in_epoch * tc.accum_steps * (d.batch_size // repeats))
             data_iter = iter(loader)
             if step_in_epoch == 0:
                 epoch_loss_sum.zero_()
@@ -563,15 +550,7 @@ def train(
                     if tc.shuffle_frames:
                         x = shuffle_time(x, shuffle_gen)
                     if mixing:
-                        x, target = mix_batch(
-                            x,
-                            y,
-                            num_classes=num_classes,
-                            mixup_alpha=tc.mixup_alpha,
-                            cutmix_alpha=tc.cutmix_alpha,
-                            smoothing=tc.label_smoothing,
-                            generator=mix_gen,
-                        )
+                        x, target = mixer(x, y, mix_gen)
                     sync = micro == tc.accum_steps - 1 or not dist_info.distributed
                     ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
                     with ctx:
@@ -589,9 +568,9 @@ def train(
                 mean_loss = float(stats[0] / (stats[1] * tc.accum_steps))
                 if not math.isfinite(mean_loss):
                     where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
-                    metrics.log({"kind": "error", "step": step, "epoch": epoch, "error": f"loss={mean_loss}"})
+                    metrics.log({"kind": "error", "step": step + 1, "epoch": epoch, "error": f"loss={mean_loss}"})
                     raise NonFiniteLossError(
-                        f"loss is {mean_loss} at step {step} (epoch {epoch}, lr {lr:.3g}); run stopped, {where}. "
+                        f"loss is {mean_loss} at step {step + 1} (epoch {epoch}, lr {lr:.3g}); run stopped, {where}. "
                         "Try a lower train.lr, a longer warmup, train.clip_grad > 0 or train.amp=none"
                     )
                 if scaler is not None:
