@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import triton.language as tl
 
-# ruff: noqa: N803  (Triton kernels conventionally use capitalised pointer names and constexprs)
+# ruff: noqa: E741  (Triton kernels conventionally use capitalised pointer names: Q, K, V, O)
 
 
 def attn_fwd(

@@ -17,7 +17,6 @@ from vidtok.kernels.triton import _kernels
 
 SUPPORTED_HEAD_DIMS = (32, 64, 96, 128)
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SHORT_TIME_MAX = 64  # "time" with T <= this uses the packed block-diagonal kernels
 _LOG2E = 1.4426950408889634
 _MAX_SPAN = 2**31 - 1  # kernels index with int32 offsets
 
@@ -38,20 +37,21 @@ def block_d(head_dim: int) -> int:
 
 
 def fwd_config(dtype: torch.dtype, head_dim: int) -> LaunchConfig:
+    # fp32 products run on FMA units (no tensor cores in "ieee" mode): small tiles, more warps for wide heads.
     if dtype == torch.float32:
-        return LaunchConfig(64, 32, 4, 2)
-    if head_dim <= 64:
+        return LaunchConfig(32, 32, 4 if head_dim <= 32 else 8, 2)
+    if head_dim <= 32:
         return LaunchConfig(128, 64, 4, 3)
-    return LaunchConfig(128, 64, 8, 2)
+    return LaunchConfig(128, 64, 8, 3 if head_dim <= 64 else 2)
 
 
 def bwd_config(dtype: torch.dtype, head_dim: int) -> LaunchConfig:
     """Shared by the dK/dV and the dQ kernels (block_m = queries, block_n = keys)."""
     if dtype == torch.float32:
-        return LaunchConfig(32, 32, 4, 1)
-    if head_dim <= 64:
+        return LaunchConfig(32, 32, 4 if head_dim <= 64 else 8, 1)
+    if head_dim <= 32:
         return LaunchConfig(64, 64, 4, 2)
-    return LaunchConfig(64, 64, 8, 1)
+    return LaunchConfig(64, 64, 8, 2 if head_dim <= 64 else 1)
 
 
 def delta_config(head_dim: int) -> LaunchConfig:
@@ -59,10 +59,12 @@ def delta_config(head_dim: int) -> LaunchConfig:
 
 
 def time_config(dtype: torch.dtype, head_dim: int, backward: bool) -> LaunchConfig:
-    """Packed short-T kernels: block_m = rows per program (BLOCK_G * T_P)."""
-    if dtype == torch.float32 or (backward and head_dim > 64):
-        return LaunchConfig(32, 0, 4, 1) if dtype == torch.float32 else LaunchConfig(64, 0, 8, 1)
-    return LaunchConfig(64, 0, 4, 1)
+    """Packed short-T kernels: block_m = rows per program (BLOCK_G * T_P); longer T go to the long kernels."""
+    if dtype == torch.float32:
+        if backward and head_dim > 64:
+            return LaunchConfig(16, 0, 8, 1)
+        return LaunchConfig(32, 0, 4 if head_dim <= 64 else 8, 1)
+    return LaunchConfig(64, 0, 8 if (backward and head_dim > 32) else 4, 1)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -98,7 +100,7 @@ def kernels() -> SimpleNamespace:
 
 
 def _span(x: torch.Tensor) -> int:
-    return 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride()) if n > 0)
+    return 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride(), strict=True) if n > 0)
 
 
 def supports(q: torch.Tensor) -> bool:
@@ -172,8 +174,13 @@ def triton_cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def _use_short_time(axis: str, T: int) -> bool:
-    return axis == "time" and T <= SHORT_TIME_MAX
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _use_short_time(axis: str, T: int, cfg: LaunchConfig) -> bool:
+    """Short "time" sequences whose padded length fits one packed tile (the shapes that are AOT-verified)."""
+    return axis == "time" and _pow2(T) <= cfg.block_m
 
 
 def attention_forward(
@@ -186,9 +193,9 @@ def attention_forward(
     kn = kernels()
     prec = dot_precision(q.dtype)
     bd = block_d(Dh)
-    if _use_short_time(axis, T):
-        cfg = time_config(q.dtype, Dh, backward=False)
-        t_p = 1 << max(0, (T - 1).bit_length())
+    cfg = time_config(q.dtype, Dh, backward=False)
+    if _use_short_time(axis, T, cfg):
+        t_p = _pow2(T)
         block_g = max(1, cfg.block_m // t_p)
         G = B * S * H
         kn.attn_time_fwd[(triton_cdiv(G, block_g),)](
@@ -230,9 +237,9 @@ def attention_backward(
     kn = kernels()
     prec = dot_precision(q.dtype)
     bd = block_d(Dh)
-    if _use_short_time(axis, T):
-        cfg = time_config(q.dtype, Dh, backward=True)
-        t_p = 1 << max(0, (T - 1).bit_length())
+    cfg = time_config(q.dtype, Dh, backward=True)
+    if _use_short_time(axis, T, cfg):
+        t_p = _pow2(T)
         block_g = max(1, cfg.block_m // t_p)
         G = B * S * H
         kn.attn_time_bwd[(triton_cdiv(G, block_g),)](
