@@ -121,3 +121,30 @@ def test_errors_are_one_line(video, ckpts, tmp_path):
     assert r.exit_code == 1 and "unsupported output extension '.webm'" in r.output
     with pytest.raises(VidtokError, match="unknown viz mode"):
         explain(None, video, mode="heat")
+
+
+def test_write_run_pictures(video, ckpts, tmp_path):
+    import json
+    import shutil
+
+    from vidtok.viz import write_run_pictures
+
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpts["vidtok"], run / "model.safetensors")
+    rows = [{"kind": "step", "step": s, "loss": 1.5 - s / 100, "lr": 1e-3} for s in range(1, 40, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = write_run_pictures(run, video, tmp_path / "pics", cell=48)
+    assert sorted(files) == ["curves", "overlay", "overlay_gif"]
+    assert files["overlay"].name == "tokenlearner_overlay.png" and files["overlay_gif"].is_file()
+    with Image.open(files["overlay_gif"]) as im:
+        assert im.n_frames == 8
+    # a plain ViViT run without metrics: CLS overlay, the missing curves are a note, not a failure
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    shutil.copy(ckpts["vivit"], run2 / "model.safetensors")
+    notes: list[str] = []
+    files = write_run_pictures(run2, video, tmp_path / "pics2", gif=False, cell=48, echo=notes.append)
+    assert sorted(files) == ["overlay"] and files["overlay"].name == "attention_overlay.png"
+    assert len(notes) == 1 and notes[0].startswith("curves skipped:")

@@ -18,6 +18,8 @@ _LAZY = {
     "visualize": "vidtok.viz.attention",
     "explain": "vidtok.viz.attention",
     "AttentionView": "vidtok.viz.attention",
+    "draw": "vidtok.viz.attention",
+    "write_run_pictures": "vidtok.viz.summary",
     "render_grid": "vidtok.viz.render",
     "render_animation": "vidtok.viz.render",
     "save_output": "vidtok.viz.render",

@@ -28,7 +28,7 @@ import numpy as np
 from vidtok.errors import VidtokError
 from vidtok.viz import render
 
-__all__ = ["MODES", "AttentionView", "load_clip", "explain", "visualize"]
+__all__ = ["MODES", "AttentionView", "load_clip", "explain", "draw", "visualize"]
 
 MODES = ("tokens", "argmax", "cls")
 
@@ -291,7 +291,20 @@ def visualize(
         checkpoint = os.fspath(model)
         model = load_model(model, device=device)
     view = explain(model, video, mode=mode, backend=backend, start_sec=start_sec, checkpoint=checkpoint)
-    render.save_output(
+    draw(view, out, cell=cell, fps=fps, max_rows=max_rows)
+    return view
+
+
+def draw(
+    view: AttentionView,
+    out: str | os.PathLike,
+    *,
+    cell: int | None = None,
+    fps: float = 4.0,
+    max_rows: int | None = None,
+) -> Path:
+    """Render an :class:`AttentionView` to ``out`` (format by extension; see :func:`visualize`)."""
+    return render.save_output(
         view.frames,
         view.maps,
         Path(out),
@@ -303,4 +316,3 @@ def visualize(
         max_rows=max_rows,
         frame_numbers=view.indices,
     )
-    return view
