@@ -112,3 +112,13 @@ def test_confusion_matrix(tmp_path):
         plot_confusion_matrix(np.zeros((2, 3)), None, tmp_path / "x.png")
     with pytest.raises(ValueError, match="class names"):
         plot_confusion_matrix(m, ["a"], tmp_path / "x.png")
+
+
+def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if matplotlib were absent
+    with pytest.raises(VidtokError, match=r"pip install 'vidtok\[viz\]'"):
+        plot_training_curves(_rows(), tmp_path / "c.png")
+    with pytest.raises(VidtokError, match=r"pip install 'vidtok\[viz\]'"):
+        plot_confusion_matrix(np.eye(2), None, tmp_path / "cm.png")
