@@ -268,10 +268,14 @@ class DecodePool:
         self.close()
 
     def start(self) -> None:
+        import vidtok.data.samplers
+        import vidtok.data.transforms  # noqa: F401  (torchvision: seconds to import)
         from vidtok.io import resolve_backend
 
-        # resolve (and load) the decoder here, once: forked workers inherit it instead of each loading FFmpeg
+        # Import and load everything a worker needs here, once: forked workers (and their replacements) inherit it
+        # instead of each spending seconds importing torchvision and loading the FFmpeg libraries.
         self.spec = dataclasses.replace(self.spec, backend=resolve_backend(self.spec.backend))
+        _load_hook()
         n = min(self.num_workers, max(len(self.paths), 1))
         self._workers = [self._spawn(self._ctx) for _ in range(n)]
         self._thread = threading.Thread(target=self._supervise, name="vidtok-decode-supervisor", daemon=True)

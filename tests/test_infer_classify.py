@@ -1,0 +1,217 @@
+"""vidtok classify: one row per file in folders mixing good and bad files, oracle parity, formats, fault isolation,
+kill -9 and resume, and 2-process torchrun equal to one process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vidtok
+from tests._infer_util import HOOK, PCFG, REPO, make_bad_files, make_checkpoint, make_good_videos
+from tests.videos import decode_all
+from vidtok.engine.infer import classify
+from vidtok.engine.infer_io import find_videos, read_classify_output
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer_classify")
+    good = make_good_videos(root / "videos")
+    bad = make_bad_files(root / "videos", good[0])
+    ckpt = make_checkpoint(root)
+    return {"root": root, "videos": root / "videos", "good": good, "bad": bad, "ckpt": ckpt}
+
+
+@pytest.fixture(scope="module")
+def reference(job):
+    """In-memory classify of the mixed folder (pyav decoder), the reference the other runs are compared to."""
+    rows = classify([job["videos"]], job["ckpt"], topk=3, backend="pyav", num_workers=2, batch_size=3)
+    return {r["path"]: r for r in rows}
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a["path"] == b["path"] and a["status"] == b["status"], (a, b)
+    if a["status"] == "ok":
+        assert a["labels"] == b["labels"] and a["views"] == b["views"]
+        np.testing.assert_allclose(a["probs"], b["probs"], atol=2e-5)
+        assert a["duration"] == pytest.approx(b["duration"], abs=1e-3)
+    else:
+        assert a["error"] and b["error"]
+
+
+def test_one_row_per_file_good_and_bad(job, reference, tmp_path):
+    files = find_videos([job["videos"]])
+    assert len(files) == len(job["good"]) + len(job["bad"])  # README.txt is not a video extension
+    assert set(reference) == set(files)
+    for p in job["good"]:
+        r = reference[str(p)]
+        assert r["status"] == "ok" and r["error"] == "", r
+        assert r["views"] == PCFG["test_clips"] * PCFG["test_crops"]
+        assert len(r["labels"]) == 3 and sorted(r["labels"]) == ["a", "b", "c"]
+        assert sum(r["probs"]) == pytest.approx(1.0, abs=1e-4) and r["probs"] == sorted(r["probs"], reverse=True)
+        assert r["duration"] > 0
+    for kind, p in job["bad"].items():
+        r = reference[str(p)]
+        assert r["status"] == "error" and r["error"] and "\n" not in r["error"], (kind, r)
+        assert r["labels"] == [] and r["views"] == 0
+
+    # the same through the CLI into a CSV file, with the errors file beside it
+    out = tmp_path / "preds.csv"
+    from click.testing import CliRunner
+
+    from vidtok.cli import cli
+
+    res = CliRunner().invoke(
+        cli,
+        ["classify", str(job["videos"]), "-c", str(job["ckpt"]), "--topk", "3", "--out", str(out), "--backend", "pyav"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "ok" in res.output and "failed" in res.output and "errors.csv" in res.output
+    with open(out, newline="") as f:
+        recs = list(csv.DictReader(f))
+    assert [r["path"] for r in recs] == files  # one row each, in discovery order
+    rows = read_classify_output(out)
+    for r in rows:
+        _same(r, reference[r["path"]])
+    with open(str(out) + ".errors.csv", newline="") as f:
+        assert {r["path"] for r in csv.DictReader(f)} == {str(p) for p in job["bad"].values()}
+    # an existing output is never silently overwritten
+    res = CliRunner().invoke(cli, ["classify", str(job["videos"]), "-c", str(job["ckpt"]), "--out", str(out)])
+    assert res.exit_code != 0 and "--resume" in res.output
+
+
+def test_matches_independent_oracle(job):
+    """Probabilities = mean over views of softmax(model(EvalTransform(frames))) on a full PyAV decode."""
+    from vidtok.data.samplers import uniform_clips
+    from vidtok.data.transforms import EvalTransform
+
+    path = job["good"][2]
+    rows = classify([path], job["ckpt"], topk=3, views="3x3", backend="pyav", num_workers=1)
+    assert len(rows) == 1 and rows[0]["views"] == 9
+    model = vidtok.load_model(job["ckpt"])
+    frames = torch.from_numpy(decode_all(path))
+    tf = EvalTransform(crop_size=32, short_side=40, num_crops=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    clips = uniform_clips(len(frames), 25.0, clip_len=4, frame_stride=2, num_clips=3)
+    x = torch.cat([tf(frames[c.indices]) for c in clips])  # (9, 3, 4, 32, 32)
+    with torch.no_grad():
+        probs = model(x).softmax(-1).mean(0)
+    p, idx = probs.topk(3)
+    assert rows[0]["indices"] == idx.tolist()
+    np.testing.assert_allclose(rows[0]["probs"], p.numpy(), atol=1e-5)
+    assert rows[0]["labels"] == [["a", "b", "c"][i] for i in idx.tolist()]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_output_formats_agree(job, reference, tmp_path, fmt):
+    out = tmp_path / f"preds.{fmt}"
+    rows = classify([job["videos"]], job["ckpt"], topk=3, out=out, backend="pyav", batch_size=5)
+    assert [r["path"] for r in rows] == find_videos([job["videos"]])
+    back = read_classify_output(out)
+    assert len(back) == len(rows)
+    for r in back:
+        _same(r, reference[r["path"]])
+    if fmt == "jsonl":
+        assert all(json.loads(line)["path"] for line in out.read_text().splitlines())
+    else:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(out)
+        assert t.num_rows == len(rows) and {"path", "labels", "probs", "status", "error"} <= set(t.column_names)
+    assert not Path(str(out) + ".parts").exists()
+
+
+def test_hanging_and_crashing_decoders_cost_one_file(job, tmp_path, monkeypatch):
+    folder = tmp_path / "faults"
+    folder.mkdir()
+    src = job["good"][0]
+    names = ["a_ok.mp4", "b_HANG.mp4", "c_ok.mp4", "d_CRASH.mp4", "e_EXIT.mp4", "f_ok.mp4"]
+    for n in names:
+        shutil.copy(src, folder / n)
+    monkeypatch.setenv("VIDTOK_INFER_FAULT_HOOK", HOOK)
+    t0 = time.monotonic()
+    rows = classify([folder], job["ckpt"], topk=1, backend="pyav", num_workers=2, timeout=3.0)
+    assert time.monotonic() - t0 < 60
+    by = {Path(r["path"]).name: r for r in rows}
+    assert sorted(by) == names
+    assert "timed out" in by["b_HANG.mp4"]["error"]
+    assert "crashed" in by["d_CRASH.mp4"]["error"] and "-11" in by["d_CRASH.mp4"]["error"]
+    assert "crashed" in by["e_EXIT.mp4"]["error"]
+    ok = [by[n] for n in names if "ok" in n]
+    assert all(r["status"] == "ok" for r in ok)
+    assert ok[0]["probs"] == ok[1]["probs"] == ok[2]["probs"]  # same file, same answer, whichever worker did it
+
+
+def _wait_rows(path: Path, n: int, proc: subprocess.Popen, limit: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if path.exists() and path.read_text().count("\n") >= n + 1:  # header + n rows
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"{path}: fewer than {n} rows after {limit} s")
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_loses_and_duplicates_nothing(job, reference, tmp_path):
+    out = tmp_path / "preds.csv"
+    cmd = [sys.executable, "-m", "vidtok.cli", "classify", str(job["videos"]), "-c", str(job["ckpt"])]
+    cmd += ["--topk", "3", "--out", str(out), "--backend", "pyav", "--workers", "1", "--quiet"]
+    env = _env(VIDTOK_INFER_FAULT_HOOK=HOOK, VIDTOK_TEST_SLOW="0.4")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        _wait_rows(out, 3, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with open(out, "a") as f:
+        f.write(f"{job['good'][-1]},ok,1.0,2,a,0.5")  # the half-written row a crash mid-write would leave
+    partial = read_classify_output(out)  # still readable
+    n_done = len(partial)
+    assert 3 <= n_done < len(reference)
+    for r in partial:
+        _same(r, reference[r["path"]])
+
+    rows = classify([job["videos"]], job["ckpt"], topk=3, out=out, resume=True, backend="pyav")
+    assert [r["path"] for r in rows] == find_videos([job["videos"]])
+    with open(out, newline="") as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    assert sorted(paths) == sorted(reference) and len(paths) == len(set(paths))  # nothing lost, nothing twice
+    for r in read_classify_output(out):
+        _same(r, reference[r["path"]])
+    again = classify([job["videos"]], job["ckpt"], topk=3, out=out, resume=True, backend="pyav", verbose=True)
+    assert len(again) == len(reference)  # a finished job resumes to a no-op
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(job, tmp_path):
+    one = tmp_path / "one.csv"
+    classify([job["videos"]], job["ckpt"], topk=3, out=one, backend="pyav")
+    two = tmp_path / "two.csv"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "vidtok.cli", "classify", str(job["videos"]), "-c", str(job["ckpt"]), "--topk", "3"]
+    cmd += ["--out", str(two), "--backend", "pyav", "--workers", "1"]
+    res = subprocess.run(cmd, env=_env(OMP_NUM_THREADS="1"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not Path(str(two) + ".parts").exists()
+    a, b = read_classify_output(one), read_classify_output(two)
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        _same(x, y)
