@@ -187,3 +187,15 @@ def test_missing_tensor(ckpt, tmp_path):
 def test_read_checkpoint_returns_metadata(ckpt):
     tensors, meta = read_checkpoint(ckpt)
     assert meta["model"]["name"] == "vivit_ti16x2" and "head.weight" in tensors
+
+
+def test_no_weight_init_restores_torch_init():
+    from vidtok.models.hub import no_weight_init
+
+    before = torch.nn.init.trunc_normal_
+    t = torch.zeros(4)
+    with pytest.raises(RuntimeError), no_weight_init():
+        assert torch.nn.init.trunc_normal_(t, std=1.0) is t and t.abs().sum() == 0  # skipped
+        raise RuntimeError("boom")
+    assert torch.nn.init.trunc_normal_ is before
+    assert torch.nn.init.normal_(t).abs().sum() > 0

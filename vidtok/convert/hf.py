@@ -417,9 +417,11 @@ DEFAULT_MODELS = {"vivit": "vivit_b16x2", "videomae": "videomae_b16x2", "timesfo
 def build_model(kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, model_name: str, where: Path) -> nn.Module:
     """``create_model(model_name, **kwargs)`` and load ``state`` strictly, with errors that name the file."""
     from vidtok.models import create_model
+    from vidtok.models.hub import no_weight_init
 
     try:
-        model = create_model(model_name, **kwargs)
+        with no_weight_init():  # every tensor is loaded below (strict)
+            model = create_model(model_name, **kwargs)
     except Exception as e:  # unknown registry name, or an architecture the registry entry rejects
         msg = " ".join(str(e).split())
         raise CheckpointError(f"{where}: cannot build vidtok model {model_name!r}: {msg}") from None
