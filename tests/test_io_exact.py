@@ -180,3 +180,20 @@ def test_threads_same_pixels(lossless_video, threads):
     for b in available_backends():
         with open_video(path, backend=b, num_threads=threads) as v:
             assert np.array_equal(v.get_frames([39, 2, 17]).numpy(), frames[[39, 2, 17]]), b
+
+
+@pytest.mark.parametrize("name", ["ntsc_bframes", "vp9", "mpeg4_avi"])
+def test_pyav_nonref_skipping_is_exact(video_fixture, name):
+    """Unwanted non-reference frames are skipped; consecutive reads that want a frame already sent with
+    skip_frame=NONREF re-seek instead of returning a wrong or missing frame."""
+    path, _ = video_fixture(name)
+    full = oracle(path)
+    n = len(full)
+    with open_video(path, backend="pyav") as v:
+        for idx in ([10, 12, 14], [11], [13, 15], [16, 17, 18, 19], [1, 3, 5], [2, 4], list(range(0, n, 3)), [n - 2]):
+            assert np.array_equal(v.get_frames(idx).numpy(), full[idx]), idx
+        r = v._reader
+        before = r.frames_decoded
+        v.get_frames(list(range(0, 30, 2)))  # stride 2 from a keyframe
+        if name == "ntsc_bframes":
+            assert r.frames_decoded - before < 30  # some unwanted B-frames were not decoded

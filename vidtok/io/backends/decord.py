@@ -77,8 +77,10 @@ class DecordReader:
         )
 
     def read(self, indices: list[int]) -> torch.Tensor:
-        arr = self._vr.get_batch(indices).asnumpy()  # (N, H, W, 3) uint8
-        return torch.from_numpy(arr)
+        batch = self._vr.get_batch(indices)  # (N, H, W, 3) uint8
+        if isinstance(batch, torch.Tensor):  # someone (e.g. pytorchvideo) set decord's global bridge to torch
+            return batch
+        return torch.from_numpy(batch.asnumpy())
 
     def close(self) -> None:
         self._vr = None

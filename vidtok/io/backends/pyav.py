@@ -28,6 +28,9 @@ from vidtok.errors import VideoDecodeError
 from vidtok.io.backends.common import average_fps, rotation_degrees, short_side_size
 from vidtok.io.video import VideoMetadata
 
+# Decoders whose non-reference frames may be skipped when not wanted (checked for exactness in tests/test_io_*).
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp9"})
+
 
 def _import_av():
     try:
@@ -60,6 +63,10 @@ class PyAVReader:
         self._ordinal = -1  # decode-order count of the last frame (sequential mode)
         self.frames_decoded = 0  # total frames decoded by this reader (benchmark statistic)
         self.decode_errors = 0  # packets the decoder rejected
+        self._wanted: set[int] | None = None  # pts wanted by the current read (None: all)
+        self._nonref_sent: set[int] = set()  # pts sent with skip_frame=NONREF since the last seek
+        self._skip_mode = "DEFAULT"
+        self._skip_ok = False
         try:
             self._container = av.open(path, metadata_errors="ignore")
         except Exception as e:  # av.FFmpegError subclasses, UnicodeDecodeError, OSError
@@ -123,6 +130,8 @@ class PyAVReader:
         if first is None:
             raise VideoDecodeError(self.path, f"no frame could be decoded from the {cc.name} stream")
         rotation = rotation_degrees(getattr(first, "rotation", 0))
+        # FFmpeg's native decoders for these honour skip_frame=NONREF per packet (see _decode_packets).
+        self._skip_ok = not self._sequential and cc.name in SKIP_NONREF_CODECS
 
         tb = st.time_base or Fraction(1, 1)
         if not self._sequential:  # span of the presentation timestamps + one frame
@@ -152,6 +161,7 @@ class PyAVReader:
     # ---------------------------------------------------------------- decoding primitives
     def _decode_packets(self, packets: Iterator[Any]) -> Iterator[Any]:
         av = _import_av()
+        cc = self._stream.codec_context
         while True:
             try:
                 p = next(packets, None)
@@ -159,6 +169,17 @@ class PyAVReader:
                 p = None
             if p is None:
                 return
+            if self._skip_ok:
+                # Frames nobody asked for that no other frame references need not be decoded at all (exact: a
+                # non-reference frame cannot change any other frame's pixels). The decoder still decodes them if
+                # they turn out to be references.
+                skip = self._wanted is not None and p.pts is not None and p.pts not in self._wanted
+                mode = "NONREF" if skip else "DEFAULT"
+                if mode != self._skip_mode:
+                    cc.skip_frame = mode
+                    self._skip_mode = mode
+                if skip:
+                    self._nonref_sent.add(p.pts)
             try:
                 frames = p.decode()
             except av.FFmpegError:
@@ -186,17 +207,19 @@ class PyAVReader:
         self._container.seek(start, stream=st, backward=True, any_frame=False)
         self._gen = self._decode_packets(iter(self._container.demux(st)))
         self._last_pts, self._last_frame, self._ordinal = None, None, -1
+        self._nonref_sent.clear()
 
     def _seek_to_key(self, k: int) -> None:
         """Position the decoder on keyframe ``k`` (index into the sorted keyframe table) or an earlier one."""
         st = self._stream
-        for kk in (k, k - 1, 0):
-            if kk < 0:
-                continue
-            self._container.seek(self._seek_ts[kk], stream=st, backward=True, any_frame=False)
+        av = _import_av()
+        # Seek by the keyframe's pts (FFmpeg's mov/mkv indexes land exactly on it); if a demuxer lands past it,
+        # try its dts, then the previous keyframe, then the start.
+        tries = [self._key_pts[k], self._seek_ts[k]] + ([self._key_pts[k - 1]] if k > 0 else [])
+        for ts in dict.fromkeys(tries):
+            self._container.seek(ts, stream=st, backward=True, any_frame=False)
             demux = iter(self._container.demux(st))
             first = None
-            av = _import_av()
             try:
                 for p in demux:
                     if p.size > 0 and not p.is_discard:
@@ -208,6 +231,7 @@ class PyAVReader:
             if first is not None and first.is_keyframe and first.pts is not None and first.pts <= self._key_pts[k]:
                 self._gen = self._decode_packets(iter(_chain(first, demux)))
                 self._last_pts, self._last_frame = None, None
+                self._nonref_sent.clear()
                 return
         self._restart()
 
@@ -226,6 +250,7 @@ class PyAVReader:
 
     def _read_by_pts(self, indices: list[int]) -> list[np.ndarray]:
         out = []
+        self._wanted = {self._pts[i] for i in indices}
         for idx in indices:
             t = self._pts[idx]
             if self._last_frame is not None and self._last_pts == t:
@@ -235,7 +260,7 @@ class PyAVReader:
             if k < 0:
                 k = 0
             here = self._last_pts
-            if self._gen is None or here is None or t < here or self._key_pts[k] > here:
+            if self._gen is None or here is None or t < here or self._key_pts[k] > here or t in self._nonref_sent:
                 self._seek_to_key(k)
             while True:
                 f = self._next_frame()
