@@ -145,6 +145,7 @@ class FactorisedBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=proj_drop)
+        self.zero_init_temporal()
 
     def zero_init_temporal(self) -> None:
         last = self.proj_t if self.proj_t is not None else self.attn_t.proj
