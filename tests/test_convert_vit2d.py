@@ -218,3 +218,22 @@ def test_errors(vit2d, tmp_path):
     bad.write_bytes(b"\x80\x04junk")
     res = CliRunner().invoke(cli, ["convert", str(bad), str(tmp_path / "o.safetensors"), "--model", "vivit_ti16x2"])
     assert res.exit_code != 0 and "junk.pth" in res.output and res.output[-1] == "\n" and res.output.count("\n") == 1
+
+
+def test_timm_hub_folder_auto_detected(vit2d, tmp_path):
+    """A timm Hub folder (config.json without model_type + model.safetensors) goes the 2D path under --arch auto."""
+    import json
+
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_224", "num_classes": NCLS}))
+    save_file({k: v.contiguous() for k, v in _to_timm(vit2d.state_dict()).items()}, str(tmp_path / "model.safetensors"))
+    out = tmp_path / "o.safetensors"
+    args = ["convert", str(tmp_path), str(out), "--model", "vivit_ti16x2", "--num-frames", "2", "--num-heads", "3"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    model = vidtok.load_model(out)
+    assert model.pretrained_cfg["mean"] == [0.5, 0.5, 0.5]  # timm layout: [-1, 1]
+    img = _img(5)
+    with torch.no_grad():
+        assert (model(_clip_of(img, 2)) - _tv_features(vit2d, img)[1]).abs().max().item() <= TOL

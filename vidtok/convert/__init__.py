@@ -18,8 +18,11 @@ CONVERT_ARCHS = ("auto", "vivit", "videomae", "timesformer", "vit2d")
 
 
 def _looks_hf(src: Path) -> bool:
-    folder = src if src.is_dir() else src.parent
-    return (folder / "config.json").is_file()
+    """A transformers checkpoint: config.json with a ``model_type`` (timm folders have config.json without one)."""
+    from vidtok.convert._io import read_json
+
+    cfg = (src if src.is_dir() else src.parent) / "config.json"
+    return cfg.is_file() and "model_type" in read_json(cfg)
 
 
 def convert(
@@ -58,18 +61,19 @@ def convert(
     if not src.exists():
         raise CheckpointError(f"{src}: no such file or directory")
     if arch == "vit2d" or (arch == "auto" and not _looks_hf(src)):
+        from vidtok.convert._io import find_weight_files, read_state_dict
         from vidtok.convert.vit2d import inflate_vit2d
 
-        if src.is_dir():
-            raise CheckpointError(f"{src}: a 2D ViT checkpoint must be one weight file, not a folder")
+        files = find_weight_files(src) if src.is_dir() else [src]  # a timm Hub folder holds model.safetensors
         model = inflate_vit2d(
-            src,
+            read_state_dict(files),
             model_name=model_name,
             num_frames=num_frames,
             img_size=img_size,
             num_classes=num_classes,
             tubelet_init=tubelet_init,
             num_heads=num_heads,
+            where=src,
         )
     else:
         from vidtok.convert.hf import convert_hf

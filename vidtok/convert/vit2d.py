@@ -146,6 +146,7 @@ def inflate_vit2d(
     num_classes: int | None = None,
     tubelet_init: str = "central",
     num_heads: int | None = None,
+    where: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build ``model_name`` with the 2D ViT's width / depth and initialise it from the 2D weights.
@@ -160,13 +161,14 @@ def inflate_vit2d(
         tubelet_init: ``"central"`` or ``"average"`` (see :func:`vidtok.models.layers.inflate_2d_kernel`).
         num_heads: attention heads (not stored in a state dict; default: the registry model's if its width matches,
             else ``D // 64`` as in every standard ViT).
+        where: how errors name the source (default: the file, or "state dict").
         overrides: further create_model keyword arguments.
 
     Returns:
         The model in eval mode, with ``pretrained_cfg`` (ImageNet-style mean/std 0.5 for inflated ViViT defaults are
         left to the caller's data config; see docs).
     """
-    where = src if not isinstance(src, dict) else "state dict"
+    where = where or (src if not isinstance(src, dict) else "state dict")
     if not model_name:
         raise CheckpointError(f"{where}: inflating a 2D ViT needs --model NAME (e.g. vivit_b16x2, tokshift_b16)")
     state = src if isinstance(src, dict) else read_state_dict(Path(src))
