@@ -194,6 +194,6 @@ def test_pyav_nonref_skipping_is_exact(video_fixture, name):
             assert np.array_equal(v.get_frames(idx).numpy(), full[idx]), idx
         r = v._reader
         before = r.frames_decoded
-        v.get_frames(list(range(0, 30, 2)))  # stride 2 from a keyframe
+        v.get_frames(list(range(0, min(n, 30), 2)))  # stride 2 from a keyframe
         if name == "ntsc_bframes":
             assert r.frames_decoded - before < 30  # some unwanted B-frames were not decoded
