@@ -229,3 +229,17 @@ def test_missing_tensor_named(tmp_path):
     save_file(sd, str(tmp_path / "model.safetensors"))
     res = _run([tmp_path, tmp_path / "o.safetensors"])
     assert res.exit_code != 0 and "timesformer.encoder.layer.1.temporal_dense.weight" in res.output
+
+
+def test_sharded_checkpoint(tmp_path):
+    """save_pretrained shards (model.safetensors.index.json) are read as one state dict."""
+    import vidtok
+
+    hf = _build("vivit")
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    _convert_cli(tmp_path / "hf", tmp_path / "o.safetensors")
+    x = _clip(6)
+    with torch.no_grad():
+        ref = hf(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
+        assert (vidtok.load_model(tmp_path / "o.safetensors")(x) - ref).abs().max().item() <= TOL
