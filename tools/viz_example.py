@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--per-class", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-train", action="store_true", help="reuse OUT/run")
     args = ap.parse_args(argv)
 
     import torch
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     from vidtok.config import Config
     from vidtok.data.synthetic import make_synthetic_dataset
     from vidtok.engine.train import train
-    from vidtok.viz import plot_training_curves, visualize
+    from vidtok.viz import plot_training_curves
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
@@ -64,16 +65,31 @@ def main(argv: list[str] | None = None) -> None:
     t.epochs, t.lr, t.warmup_epochs, t.weight_decay, t.label_smoothing = args.epochs, 1e-3, 1.0, 0.05, 0.0
     t.log_every, t.seed = 4, args.seed
     run = out / "run"
-    res = train(cfg, run, progress=False)
-    print(f"trained: {res['step']} steps, val {res['val']}, {res['seconds']:.0f} s", file=sys.stderr)
+    if not args.skip_train:
+        res = train(cfg, run, progress=False)
+        print(f"trained: {res['step']} steps, val {res['val']}, {res['seconds']:.0f} s", file=sys.stderr)
 
     plot_training_curves(run, out / "curves.png", title="vidtok_ti (tiny) on vidtok synth")
-    videos = sorted((data / "val").rglob("*.mp4"))
-    video = next((v for v in videos if v.parent.name == "right"), videos[0])
-    view = visualize(video, run, out / "tokenlearner_overlay.png", mode="tokens", cell=96)
-    visualize(video, run, out / "tokenlearner_argmax.png", mode="argmax", cell=96)
-    visualize(video, run, out / "tokenlearner_overlay.gif", mode="tokens", cell=96)
-    print(f"{video}: {view.title}", file=sys.stderr)
+    # Show a held-out video the model gets right, most confidently (say so in any caption).
+    from vidtok.models.hub import load_model
+    from vidtok.viz.attention import draw, explain
+
+    model = load_model(run)
+    best = None
+    for video in sorted((data / "val").rglob("*.mp4")):
+        view = explain(model, video, mode="tokens")
+        name, p = view.topk[0]
+        if name == video.parent.name and (best is None or p > best[1].topk[0][1]):
+            best = (video, view)
+    if best is None:
+        video = sorted((data / "val").rglob("*.mp4"))[0]
+        best = (video, explain(model, video, mode="tokens"))
+        print("no held-out video is classified correctly; showing the first one", file=sys.stderr)
+    video, view = best
+    draw(view, out / "tokenlearner_overlay.png", cell=96)
+    draw(view, out / "tokenlearner_overlay.gif", cell=96)
+    draw(explain(model, video, mode="argmax"), out / "tokenlearner_argmax.png", cell=96)
+    print(f"{video} (true class {video.parent.name}): {view.title}", file=sys.stderr)
 
 
 if __name__ == "__main__":
