@@ -88,7 +88,7 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error():
     from vidtok.kernels import triton as tk
 
     ok, why = tk.is_available()
-    assert ok and why.startswith("triton")
+    assert ok == torch.cuda.is_available() and why.startswith("triton")
     q = torch.randn(1, 2, 3, 1, 32)
     assert not tk.supports(q)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
@@ -104,7 +104,7 @@ def test_import_probes_no_driver():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "triton" in res.stdout
+    assert any(w in res.stdout for w in ("no CUDA device", "on CUDA", "interpreter mode")), res.stdout
 
 
 # ---------------------------------------------------------------------------------- triton under the interpreter

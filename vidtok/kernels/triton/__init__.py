@@ -17,5 +17,18 @@ from vidtok.kernels.triton.ops import SUPPORTED_HEAD_DIMS, spacetime_attention_t
 
 
 def is_available() -> tuple[bool, str]:
-    """(True, description) when triton imports; the kernels then run on CUDA tensors (and CPU via the interpreter)."""
-    return True, f"triton {_triton.__version__}"
+    """Whether the kernels can run in this process, and a one-line description or reason.
+
+    True on a machine with a CUDA device, or in Triton interpreter mode (``TRITON_INTERPRET=1`` set before triton
+    was imported: CPU tensors, slow, for testing). Calls ``torch.cuda.is_available()``, never the Triton driver.
+    """
+    import torch
+
+    from vidtok.kernels.triton.ops import interpreting
+
+    version = f"triton {_triton.__version__}"
+    if interpreting():
+        return True, f"{version} in interpreter mode (CPU tensors; slow, for testing)"
+    if torch.cuda.is_available():
+        return True, f"{version} on CUDA"
+    return False, f"{version} installed but no CUDA device (TRITON_INTERPRET=1 runs the kernels on CPU, slowly)"
