@@ -94,7 +94,7 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
         rows.append((dist, _version(dist)))
     rows.append(("video backends", ", ".join(vio.available_backends()) + f"  (auto: {vio.resolve_backend('auto')})"))
     cuda = torch.cuda.is_available()
-    probe = torch.empty(1, 1, 1, 1, 8, device="cuda" if cuda else "cpu")
+    probe = torch.empty(1, 1, 1, 1, 64, device="cuda" if cuda else "cpu")  # Dh=64: a head dim triton supports
     rows.append(
         (
             "attention backends",
