@@ -199,3 +199,15 @@ def test_no_weight_init_restores_torch_init():
         raise RuntimeError("boom")
     assert torch.nn.init.trunc_normal_ is before
     assert torch.nn.init.normal_(t).abs().sum() > 0
+
+
+def test_save_unwraps_wrappers(tiny, tmp_path):
+    """DataParallel / torch.compile wrappers prefix state-dict keys; the checkpoint stores the bare model."""
+    p = save_model(torch.nn.DataParallel(tiny), tmp_path / "dp.safetensors")
+    with safe_open(str(p), "pt") as f:
+        assert set(f.keys()) == set(tiny.state_dict())
+    with torch.no_grad():
+        assert torch.equal(vidtok.load_model(p)(_x()), tiny(_x()))
+    q = save_model(torch.compile(tiny), tmp_path / "compiled.safetensors")  # not run, so nothing is compiled
+    with safe_open(str(q), "pt") as f:
+        assert set(f.keys()) == set(tiny.state_dict())

@@ -118,6 +118,15 @@ def save_model(
     from safetensors.torch import save_file
 
     path = Path(path)
+    # unwrap torch.compile (OptimizedModule._orig_mod) and DDP / DataParallel (.module): their state_dict keys carry a
+    # prefix the rebuilt model would not have
+    for _ in range(3):
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else None
+        )
+        if inner is None:
+            break
+        model = inner
     name = getattr(model, "model_name", None)
     if not name:
         raise CheckpointError(f"{path}: model has no `model_name`; build it with vidtok.create_model")
