@@ -68,6 +68,8 @@ def _kernel_case(case: dict) -> dict:
     do = torch.randn(out.shape, generator=g).to(dtype)
     if case.get("grad_layout") == "transposed":  # a non-contiguous incoming gradient
         do = torch.randn(out.shape[:1] + out.shape[1:3][::-1] + out.shape[3:], generator=g).to(dtype).transpose(1, 2)
+    if case.get("grad_layout") == "expanded":  # what out.sum().backward() sends: all strides 0
+        do = torch.ones((), dtype=dtype).expand(out.shape)
     grads = torch.autograd.grad(out, (q, k, v), do)
     qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
     ref = oracle(qd, kd, vd, case["axis"])

@@ -128,6 +128,7 @@ KERNEL_CASES = {
     "time-fp16-d64-T17-strided-grad": _k("time", (1, 17, 3, 1, 64), "fp16", grad_layout="transposed"),
     "joint-fp16-d32-strided-grad": _k("joint", (1, 3, 5, 1, 32), "fp16", grad_layout="transposed"),
     "time-fp16-d32-T1": _k("time", (1, 1, 5, 2, 32), "fp16"),
+    "space-fp32-d64-expanded-grad": _k("space", (1, 2, 5, 1, 64), "fp32", grad_layout="expanded"),
 }
 TOL = {"fp32": dict(out=1e-5, grad=1e-4), "fp16": dict(out=2e-3, grad=5e-3)}
 

@@ -6,6 +6,7 @@ GPU tensors run the compiled kernels; CPU tensors run the very same kernel sourc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -277,12 +278,18 @@ def attention_backward(
     return dq, dk, dv
 
 
+def _device_of(x: torch.Tensor):
+    """Launch on x's GPU (triton launches on the *current* device), a no-op for CPU tensors."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 class SpacetimeAttentionFn(torch.autograd.Function):
     """Fused attention along one axis of (B, T, S, H, Dh); saves q, k, v, o and the logsumexp for backward."""
 
     @staticmethod
     def forward(ctx, q, k, v, axis: str, scale: float):  # noqa: D102
-        o, lse = attention_forward(q, k, v, axis, scale)
+        with _device_of(q):
+            o, lse = attention_forward(q, k, v, axis, scale)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.axis = axis
         ctx.scale = scale
@@ -291,7 +298,8 @@ class SpacetimeAttentionFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):  # noqa: D102
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(do, q, k, v, o, lse, ctx.axis, ctx.scale)
+        with _device_of(q):
+            dq, dk, dv = attention_backward(do, q, k, v, o, lse, ctx.axis, ctx.scale)
         return dq, dk, dv, None, None
 
 
