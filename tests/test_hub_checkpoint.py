@@ -211,3 +211,10 @@ def test_save_unwraps_wrappers(tiny, tmp_path):
     q = save_model(torch.compile(tiny), tmp_path / "compiled.safetensors")  # not run, so nothing is compiled
     with safe_open(str(q), "pt") as f:
         assert set(f.keys()) == set(tiny.state_dict())
+
+
+def test_unwritable_destination(tiny, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+        save_model(tiny, blocker / "sub" / "m.safetensors")  # parent is a file
