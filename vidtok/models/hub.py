@@ -152,7 +152,8 @@ def save_model(
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
     return path
 
