@@ -17,7 +17,6 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -156,10 +155,25 @@ def _cpu_worker(spec: str) -> None:
     backend, axis, backward, shape = json.loads(spec)
     run_once(make_qkv([1, 2, 4, *shape[3:]], torch.float32, "cpu", backward), axis, backend, backward)  # warm-up
     qkv = make_qkv(shape, torch.float32, "cpu", backward)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # high-water mark with the inputs allocated
+    base = _reset_peak_rss()
     run_once(qkv, axis, backend, backward)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+    print(json.dumps({"peak_mib": (_status_kib("VmHWM") - base) / 1024}))
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Reset the resident-memory high-water mark (Linux: ``5 > /proc/self/clear_refs``); returns current RSS KiB.
+
+    ``ru_maxrss`` cannot be used: a child started by a large parent inherits the parent's high-water mark.
+    """
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS")
 
 
 def cpu_peak_mib(backend, axis, backward, shape) -> float:
