@@ -44,6 +44,7 @@ def _labels(n: int) -> dict:
 
 
 def _build(arch: str, **extra):
+    torch.manual_seed(0)  # HF initialises from the global generator
     if arch == "vivit":
         cfg = transformers.VivitConfig(**COMMON, tubelet_size=[2, 8, 8], **_labels(5), **extra)
         model = transformers.VivitForVideoClassification(cfg)
