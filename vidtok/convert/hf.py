@@ -6,10 +6,13 @@ Dataflow::
          file with config.json beside it)
       ─► read_hf_source      config, tensors (safetensors, or torch.load(weights_only=True)), preprocessing
       ─► detect_arch         config.model_type / architectures -> vivit | videomae | timesformer
-      ─► _model_kwargs_*     HF config -> create_model(name, **kwargs) (widths, depth, heads, eps, activation, ...)
-      ─► _map_*              HF tensor names -> vidtok names (q/k/v fused into one qkv; Conv2d -> Conv3d for
-                             TimeSformer; VideoMAE q_bias/v_bias -> qkv bias with zero k bias)
-      ─► load_state_dict(strict=True) and pretrained_cfg (class names from id2label, mean/std, frames, stride, crop)
+      ─► _map_{vivit,videomae,timesformer}
+                             HF config -> create_model kwargs (width, depth, heads, MLP ratio, tubelet, eps,
+                             activation, bias mode, attention type, pooling); HF tensor names -> vidtok names (q/k/v
+                             fused into one qkv; VideoMAE q_bias/v_bias kept as such; TimeSformer Conv2d -> Conv3d
+                             with t = 1 and temporal_dense -> proj_t)
+      ─► build_model         create_model(name, **kwargs) without random init, load_state_dict(strict=True)
+      ─► hf_pretrained_cfg   class names from id2label, mean/std ([-1, 1] for ViViT), frames, stride, crop
 
 The resulting model reproduces HF's logits (tested to 1e-4 in float32 on random tiny configs). Note that HF takes
 ``(B, T, C, H, W)`` and vidtok ``(B, C, T, H, W)``.
