@@ -165,8 +165,8 @@ def inflate_vit2d(
         overrides: further create_model keyword arguments.
 
     Returns:
-        The model in eval mode, with ``pretrained_cfg`` (ImageNet-style mean/std 0.5 for inflated ViViT defaults are
-        left to the caller's data config; see docs).
+        The model in eval mode; ``pretrained_cfg`` has the 2D weights' normalisation (torchvision: ImageNet mean/std,
+        timm: [-1, 1]) and ``inflation`` lists the tensors copied from 2D and those that kept their own init.
     """
     where = where or (src if not isinstance(src, dict) else "state dict")
     if not model_name:
