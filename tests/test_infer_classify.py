@@ -202,16 +202,37 @@ def test_kill9_then_resume_loses_and_duplicates_nothing(job, reference, tmp_path
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(job, tmp_path):
-    one = tmp_path / "one.csv"
-    classify([job["videos"]], job["ckpt"], topk=3, out=one, backend="pyav")
-    two = tmp_path / "two.csv"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "vidtok.cli", "classify", str(job["videos"]), "-c", str(job["ckpt"]), "--topk", "3"]
-    cmd += ["--out", str(two), "--backend", "pyav", "--workers", "1"]
+    """classify and embed under `torchrun --nproc-per-node 2` (gloo, CPU) write what one process writes."""
+    from vidtok.engine.infer import embed
+    from vidtok.engine.infer_io import read_embed_output
+
+    common = [str(job["videos"]), "-c", str(job["ckpt"]), "--backend", "pyav", "--workers", "1"]
+    runs = [
+        ["classify", *common, "--topk", "3", "--out", str(tmp_path / "two.csv")],
+        ["embed", *common, "--window", "0.5s", "--out", str(tmp_path / "two.safetensors")],
+    ]
+    script = tmp_path / "both.py"
+    script.write_text(
+        "from vidtok.cli import cli\n"
+        f"for args in {runs!r}:\n"
+        "    cli.main(args=args, prog_name='vidtok', standalone_mode=False)\n"
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
     res = subprocess.run(cmd, env=_env(OMP_NUM_THREADS="1"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert not Path(str(two) + ".parts").exists()
-    a, b = read_classify_output(one), read_classify_output(two)
-    assert [r["path"] for r in a] == [r["path"] for r in b]
-    for x, y in zip(a, b, strict=True):
+    for name in ("two.csv", "two.safetensors"):
+        assert not (tmp_path / f"{name}.parts").exists()
+
+    one = classify([job["videos"]], job["ckpt"], topk=3, out=tmp_path / "one.csv", backend="pyav")
+    two = read_classify_output(tmp_path / "two.csv")
+    assert [r["path"] for r in one] == [r["path"] for r in two] == find_videos([job["videos"]])
+    for x, y in zip(one, two, strict=True):
         _same(x, y)
+    e1 = embed([job["videos"]], job["ckpt"], window="0.5s", out=tmp_path / "one.safetensors", backend="pyav")
+    e2 = read_embed_output(tmp_path / "two.safetensors")
+    assert e1["index"] == e2["index"]
+    assert sorted((v["path"], v["status"]) for v in e1["videos"]) == sorted(
+        (v["path"], v["status"]) for v in e2["videos"]
+    )
+    np.testing.assert_allclose(e1["embeddings"], e2["embeddings"], atol=1e-5)
+    assert (tmp_path / "one.index.csv").read_text() == (tmp_path / "two.index.csv").read_text()

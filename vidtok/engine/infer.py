@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -34,7 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidtok.engine.infer_io import DEFAULT_EXTENSIONS, ClassifyWriter, EmbedWriter, find_videos
+from vidtok.engine.infer_io import (
+    CLASSIFY_FORMATS,
+    DEFAULT_EXTENSIONS,
+    EMBED_FORMATS,
+    ClassifyWriter,
+    EmbedWriter,
+    _fmt_of,
+    find_videos,
+)
 from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError
 
@@ -129,6 +138,13 @@ def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def _destroy_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class _Dist:
     """Rank / world size from torchrun's environment, and a gloo group for the few barriers inference needs."""
 
@@ -136,14 +152,14 @@ class _Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.group = None
-        self.owned = False
         if self.world > 1:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                # long timeout: rank 0 waits at the merge barrier until the slowest rank has finished its shard
+                # long timeout: rank 0 waits at the merge barrier until the slowest rank has finished its shard.
+                # The group stays up for later calls in this process (re-creating it under torchrun can hang).
                 dist.init_process_group("gloo", timeout=timedelta(days=7))
-                self.owned = True
+                atexit.register(_destroy_group)
             elif dist.get_backend() != "gloo":
                 self.group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
 
@@ -163,10 +179,7 @@ class _Dist:
         return t.tolist()
 
     def close(self) -> None:
-        if self.owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        pass
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -382,6 +395,8 @@ def classify(
         ``error``, ``duration`` (s), ``views``, ``labels``, ``probs``, ``indices`` (top-k, best first).
     """
     t0 = time.monotonic()
+    if out is not None:
+        _fmt_of(Path(out), CLASSIFY_FORMATS, "classify")  # a bad --out fails before the model is loaded
     if not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -472,7 +487,7 @@ def classify(
 
             rows = read_classify_output(out)
         _report(verbose, "classify", dist, counts, skipped, t0, out)
-        return rows if out is not None else writer.rows
+        return rows
     finally:
         dist.close()
 
@@ -526,6 +541,8 @@ def embed(
         "clip_end", "row"}], "videos": [{"path", "status", "error", "duration"}]}, in discovery order.
     """
     t0 = time.monotonic()
+    if out is not None:
+        _fmt_of(Path(out), EMBED_FORMATS, "embed")
     if per_video and (window is not None or hop is not None):
         raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")

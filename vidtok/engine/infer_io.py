@@ -389,10 +389,11 @@ class ClassifyWriter:
 
     def merge(self, order: Sequence[str]) -> list[dict]:
         """(rank 0, after every rank closed) final output = existing output + all parts, sorted by ``order``."""
+        key = _merge_key({p: i for i, p in enumerate(order)})
         if self.out is None:
-            return self.rows
+            return sorted(self.rows, key=lambda r: key(r["path"]))
         rows = read_classify_output(self.out)
-        rows.sort(key=lambda r, k=_merge_key({p: i for i, p in enumerate(order)}): k(r["path"]))
+        rows.sort(key=lambda r: key(r["path"]))
         if self.fmt == "parquet":
             pq = _pyarrow_parquet()
             import pyarrow as pa
@@ -478,9 +479,9 @@ class _EmbedPart:
             if r["status"] == "ok":
                 n = len(r["clips"])
                 ve = r["off"] + n * r["dim"] * np.dtype(r["dtype"]).itemsize
-                te = r.get("tok_off", 0) + (n * math.prod(r["tok_shape"]) * np.dtype(r["dtype"]).itemsize)
-                if r.get("tok_shape") is None:
-                    te = 0
+                te = 0
+                if r.get("tok_shape") is not None:
+                    te = r["tok_off"] + n * math.prod(r["tok_shape"]) * np.dtype(r["dtype"]).itemsize
                 if ve > vsize or te > tsize:
                     dirty = True
                     continue
@@ -706,11 +707,14 @@ class EmbedWriter:
                 f.close()
         self._fh = self._vf = self._tf = None
 
-    def in_memory(self) -> dict[str, Any]:
-        vecs = [v for (v, _), r in zip(self._mem, self.records, strict=True) if r["status"] == "ok"]
-        toks = [t for (_, t), r in zip(self._mem, self.records, strict=True) if r["status"] == "ok" and t is not None]
+    def in_memory(self, order: Sequence[str] = ()) -> dict[str, Any]:
+        key = _merge_key({p: i for i, p in enumerate(order)})
+        items = sorted(zip(self.records, self._mem, strict=True), key=lambda it: key(it[0]["path"]))
+        records = [r for r, _ in items]
+        vecs = [v for r, (v, _) in items if r["status"] == "ok"]
+        toks = [t for r, (_, t) in items if r["status"] == "ok" and t is not None]
         index, row = [], 0
-        for r in self.records:
+        for r in records:
             if r["status"] == "ok":
                 for s, e in r["clips"]:
                     index.append({"path": r["path"], "clip_start": float(s), "clip_end": float(e), "row": row})
@@ -721,14 +725,14 @@ class EmbedWriter:
             "index": index,
             "videos": [
                 {"path": r["path"], "status": r["status"], "error": r["error"], "duration": r.get("duration")}
-                for r in self.records
+                for r in records
             ],
         }
 
     def merge(self, order: Sequence[str]) -> dict[str, Any]:
         """(rank 0, after every rank closed) write the final output from the existing one + all parts."""
         if self.out is None:
-            return self.in_memory()
+            return self.in_memory(order)
         res = _collect_embed(self.out, self.fmt, order)
         emb, tok, index = res["embeddings"], res["tokens"], res["index"]
         out = self.out

@@ -1,0 +1,118 @@
+"""Inference plumbing without a model: file discovery, argument parsing, tolerant readers and repair, CLI help."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vidtok.cli import cli
+from vidtok.engine.infer import parse_seconds, parse_views
+from vidtok.engine.infer_io import ClassifyWriter, EmbedWriter, find_videos, read_classify_output, read_embed_output
+from vidtok.errors import ConfigError, VidtokError
+
+
+def test_find_videos(tmp_path):
+    for rel in ["b/2.MP4", "b/1.mkv", "a.webm", "c/d/e.avi", "notes.txt", "c/x.json"]:
+        p = tmp_path / "root" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    root = str(tmp_path / "root")
+    got = find_videos([root])
+    assert got == [f"{root}/a.webm", f"{root}/b/1.mkv", f"{root}/b/2.MP4", f"{root}/c/d/e.avi"]
+    assert find_videos(root, extensions=["mkv", ".AVI"]) == [f"{root}/b/1.mkv", f"{root}/c/d/e.avi"]
+    # files named directly are kept whatever their extension; duplicates dropped; @list files read
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# a comment\n{root}/notes.txt\n\n{root}/a.webm\n")
+    assert find_videos([f"{root}/a.webm", f"@{lst}", root])[:2] == [f"{root}/a.webm", f"{root}/notes.txt"]
+    assert len(find_videos([f"@{lst}", root])) == 5
+    with pytest.raises(VidtokError, match="no such file"):
+        find_videos([f"{root}/missing"])
+    with pytest.raises(ConfigError):
+        find_videos(root, extensions=[])
+
+
+def test_parse_views_and_seconds():
+    assert parse_views("4x3") == (4, 3) and parse_views("10") == (10, 1) and parse_views(None) is None
+    for bad in ("4x2", "0x1", "ax3"):
+        with pytest.raises(ConfigError, match="views"):
+            parse_views(bad)
+    assert parse_seconds("2s", "window") == 2.0 and parse_seconds("500ms", "hop") == 0.5 and parse_seconds(1, "x") == 1
+    for bad in ("0s", "-1", "two"):
+        with pytest.raises(ConfigError, match="window"):
+            parse_seconds(bad, "window")
+
+
+def _row(i: int, status: str = "ok") -> dict:
+    ok = status == "ok"
+    return {
+        "path": f'/v/{i},odd "name".mp4',
+        "status": status,
+        "error": "" if ok else "boom",
+        "duration": 1.5 if ok else None,
+        "views": 4 if ok else 0,
+        "labels": ["x", "y"] if ok else [],
+        "probs": [0.75, 0.25] if ok else [],
+        "indices": [3, 1] if ok else [],
+    }
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_classify_part_repair(tmp_path, fmt):
+    out = tmp_path / f"p.{fmt}"
+    w = ClassifyWriter(out, topk=2)
+    for i in range(3):
+        w.write(_row(i, "ok" if i != 1 else "error"))
+    w.close()
+    with open(out, "a") as f:
+        f.write('{"path": "/v/half' if fmt == "jsonl" else "/v/half.mp4,ok,1.0")  # killed mid-write
+    rows = read_classify_output(out)
+    assert rows == [_row(0), _row(1, "error"), _row(2)]
+    w = ClassifyWriter(out, topk=2)
+    assert w.repair() == 1 and w.repair() == 0
+    w.write(_row(3))
+    w.close()
+    assert [r["path"] for r in read_classify_output(out)] == [_row(i)["path"] for i in range(4)]
+    merged = w.merge([_row(i)["path"] for i in (3, 2, 1, 0)])
+    assert [r["path"] for r in merged] == [_row(i)["path"] for i in (3, 2, 1, 0)]
+    assert read_classify_output(out) == merged
+    assert (tmp_path / f"p.{fmt}.errors.csv").read_text().count("boom") == 1
+
+
+def test_embed_part_repair(tmp_path):
+    out = tmp_path / "e.npy"
+    w = EmbedWriter(out)
+    vec = np.arange(12, dtype=np.float32).reshape(3, 4)
+    w.write({"path": "a", "status": "ok", "error": "", "duration": 1.0, "clips": [[0, 1], [1, 2], [2, 3]]}, vec)
+    w.write({"path": "b", "status": "error", "error": "bad", "duration": None, "clips": []})
+    w.write({"path": "c", "status": "ok", "error": "", "duration": 1.0, "clips": [[0, 1]]}, vec[:1] + 100)
+    w.close()
+    part = tmp_path / "e.npy.parts" / "rank0.videos.jsonl"
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # c's record half written, its bytes all there
+    res = read_embed_output(out)
+    assert [v["path"] for v in res["videos"]] == ["a", "b"]
+    np.testing.assert_array_equal(res["embeddings"], vec)
+    w = EmbedWriter(out)
+    assert w.repair() == 1
+    assert (tmp_path / "e.npy.parts" / "rank0.vectors.bin").stat().st_size == vec.nbytes  # orphan bytes dropped
+    w.write({"path": "c", "status": "ok", "error": "", "duration": 1.0, "clips": [[0, 1]]}, vec[:1] + 100)
+    w.close()
+    res = w.merge(["c", "b", "a"])
+    np.testing.assert_array_equal(np.load(out), np.concatenate([vec[:1] + 100, vec]))
+    assert [r["row"] for r in res["index"]] == [0, 1, 2, 3] and res["index"][0]["path"] == "c"
+    assert (tmp_path / "e.index.csv").read_text().splitlines()[1] == "c,0.000,1.000,0"
+    assert json.dumps(read_embed_output(out)["index"]) == json.dumps(res["index"])
+
+
+def test_cli_help_and_errors(tmp_path):
+    for cmd in ("classify", "embed"):
+        r = CliRunner().invoke(cli, [cmd, "--help"])
+        assert r.exit_code == 0 and "Examples:" in r.output and "--resume" in r.output
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    r = CliRunner().invoke(cli, ["classify", str(tmp_path / "v.mp4"), "-c", str(tmp_path / "nope.safetensors")])
+    assert r.exit_code != 0 and r.output.startswith("error:") and "nope.safetensors" in r.output
+    r = CliRunner().invoke(cli, ["embed", str(tmp_path), "-c", "x", "--out", str(tmp_path / "e.txt")])
+    assert r.exit_code == 2 and "format" in r.output
