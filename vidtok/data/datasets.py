@@ -370,7 +370,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         for _ in range(self.max_retries + 1):
             try:
                 return self.load(index, g)
-            except (VideoDecodeError, OSError, RuntimeError) as e:
+            except (VideoDecodeError, OSError) as e:  # bad file; anything else is a bug and propagates
                 path = self.samples[index][0]
                 self._record_failure(path, e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}")
                 tried.append(path)
