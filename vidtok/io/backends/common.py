@@ -31,3 +31,83 @@ def average_fps(num_frames: int, duration: float, header_rate: float) -> float:
     if header_rate > 0 and abs(num_frames / header_rate - duration) <= 1.5 / header_rate:
         return header_rate
     return num_frames / duration
+
+
+_ISO_EXT = (".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".mj2", ".qt")
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, payload_start, box_end) of the ISO-BMFF boxes in data[start:end]."""
+    i = start
+    while i + 8 <= end:
+        size = int.from_bytes(data[i : i + 4], "big")
+        kind = data[i + 4 : i + 8]
+        hdr = 8
+        if size == 1:
+            if i + 16 > end:
+                return
+            size, hdr = int.from_bytes(data[i + 8 : i + 16], "big"), 16
+        elif size == 0:
+            size = end - i
+        if size < hdr or i + size > end:
+            return
+        yield kind, i + hdr, i + size
+        i += size
+
+
+def iso_bmff_rotation(path: str) -> int | None:
+    """Counter-clockwise display rotation of the first video track of an MP4/MOV file, read from its ``tkhd``
+    matrix without decoding (PyAV exposes the display matrix only on decoded frames). None if not ISO-BMFF or
+    not found; the caller then assumes 0."""
+    import math
+    import os
+    import struct
+
+    if not path.lower().endswith(_ISO_EXT):
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            pos, moov = 0, None
+            while pos + 8 <= size:  # walk the top-level boxes (skipping mdat) to find moov
+                f.seek(pos)
+                hdr = f.read(16)
+                if len(hdr) < 8:
+                    break
+                n = int.from_bytes(hdr[:4], "big")
+                h = 8
+                if n == 1:
+                    n, h = int.from_bytes(hdr[8:16], "big"), 16
+                elif n == 0:
+                    n = size - pos
+                if n < h:
+                    break
+                if hdr[4:8] == b"moov":
+                    f.seek(pos + h)
+                    moov = f.read(n - h)
+                    break
+                pos += n
+    except OSError:
+        return None
+    if moov is None:
+        return None
+    for kind, a, b in _boxes(moov, 0, len(moov)):
+        if kind != b"trak":
+            continue
+        tkhd, handler = None, None
+        for k2, a2, b2 in _boxes(moov, a, b):
+            if k2 == b"tkhd":
+                tkhd = moov[a2:b2]
+            elif k2 == b"mdia":
+                for k3, a3, _ in _boxes(moov, a2, b2):
+                    if k3 == b"hdlr":
+                        handler = moov[a3 + 8 : a3 + 12]
+        if handler != b"vide" or tkhd is None or len(tkhd) < 4:
+            continue
+        off = 4 + (32 if tkhd[0] == 1 else 20) + 8 + 8  # version/flags, times+ids, reserved, layer..volume
+        if len(tkhd) < off + 36:
+            return None
+        m = struct.unpack(">9i", tkhd[off : off + 36])
+        a_, b_ = m[0] / 65536.0, m[1] / 65536.0
+        return rotation_degrees(-math.degrees(math.atan2(b_, a_)))
+    return None

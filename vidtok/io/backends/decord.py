@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import average_fps, rotation_degrees, short_side_size
+from vidtok.io.backends.common import average_fps, iso_bmff_rotation, short_side_size
 from vidtok.io.video import VideoMetadata
 
 
@@ -38,11 +38,7 @@ def _probe(path: str) -> tuple[str, int, int, int]:
             raise VideoDecodeError(path, "no video stream")
         st = c.streams.video[0]
         cc = st.codec_context
-        rot = 0
-        try:  # the display matrix is exposed on frames only; not worth a decode here
-            rot = rotation_degrees(getattr(st, "rotation", 0))
-        except Exception:
-            rot = 0
+        rot = iso_bmff_rotation(path) or 0
         return (cc.name if cc is not None else "", int(st.width or 0), int(st.height or 0), rot)
 
 

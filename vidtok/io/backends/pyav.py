@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import average_fps, rotation_degrees, short_side_size
+from vidtok.io.backends.common import average_fps, iso_bmff_rotation, short_side_size
 from vidtok.io.video import VideoMetadata
 
 # Decoders whose non-reference frames may be skipped when not wanted (checked for exactness in tests/test_io_*).
@@ -119,19 +119,12 @@ class PyAVReader:
             self._seek_ts = [seek_ts[k] for k in order]
         n = len(pts)
 
-        # Decode the first frame: proves the stream decodes, and the display matrix rides on frames in PyAV.
-        self._restart()
-        try:
-            first = self._next_frame()
-        except VideoDecodeError:
-            raise
-        except Exception as e:
-            raise VideoDecodeError(self.path, f"cannot decode {cc.name} video: {_msg(e)}") from e
-        if first is None:
-            raise VideoDecodeError(self.path, f"no frame could be decoded from the {cc.name} stream")
-        rotation = rotation_degrees(getattr(first, "rotation", 0))
+        # Nothing is decoded at open (a keyframe decode costs as much as the rest of a typical open). The rotation
+        # tag comes from the MP4/MOV track header; decodability shows at the first read.
+        rotation = iso_bmff_rotation(self.path) or 0
         # FFmpeg's native decoders for these honour skip_frame=NONREF per packet (see _decode_packets).
         self._skip_ok = not self._sequential and cc.name in SKIP_NONREF_CODECS
+        self._reformatter = _import_av().video.reformatter.VideoReformatter()  # one swscale context, reused
 
         tb = st.time_base or Fraction(1, 1)
         if not self._sequential:  # span of the presentation timestamps + one frame
@@ -151,8 +144,8 @@ class PyAVReader:
             num_frames=n,
             fps=fps,
             duration=duration,
-            width=int(cc.width or first.width),
-            height=int(cc.height or first.height),
+            width=int(cc.width or st.width),
+            height=int(cc.height or st.height),
             codec=cc.name,
             rotation=rotation,
             backend=self.name,
@@ -236,10 +229,14 @@ class PyAVReader:
         self._restart()
 
     def _to_array(self, frame: Any) -> np.ndarray:
+        # Same swscale conversion as frame.to_ndarray(format="rgb24") (bit-identical), but with one cached context
+        # instead of a new one per frame.
         if self._short_side is None:
-            return frame.to_ndarray(format="rgb24")
+            return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
         h, w = short_side_size(frame.height, frame.width, self._short_side)
-        return frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        return self._reformatter.reformat(
+            frame, width=w, height=h, format="rgb24", interpolation="BILINEAR"
+        ).to_ndarray()
 
     # ---------------------------------------------------------------- read
     def read(self, indices: list[int]) -> torch.Tensor:
