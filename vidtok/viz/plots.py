@@ -148,6 +148,8 @@ def plot_training_curves(
     panels = []
     for name, ylabel, specs in _PANELS:
         lines = [(label, s) for aliases, kinds, label in specs if (s := _series(rows, aliases, kinds)) is not None]
+        # top-5 of a task with <= 5 classes is always 100 %: a flat line that says nothing
+        lines = [(label, s) for label, s in lines if not (label == "val top-5" and np.all(_percent(s[1]) >= 99.999))]
         if lines:
             panels.append((name, ylabel, lines))
     if not panels:
@@ -176,7 +178,7 @@ def plot_training_curves(
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
+        if len(lines) > 1 or lines[0][0] == "val":  # a lone validation curve still says what it is
             ax.legend(frameon=False)
     if title:
         fig.suptitle(title)
