@@ -137,7 +137,7 @@ def test_describe_model_uses_config():
     assert d["model"] == "vidtok_ti"
     assert "1×3×8×64×64" in d["input"]
     assert d["params"].endswith(")") and "M" in d["params"]
-    assert float(d["FLOPs (multiply-adds)"].split()[0]) > 0
+    assert float(d["flops"].split()[0]) > 0
 
 
 def test_drop_path_and_dropout_only_in_training():
@@ -148,3 +148,15 @@ def test_drop_path_and_dropout_only_in_training():
     torch.testing.assert_close(m(x), m(x))
     m.train()
     assert not torch.allclose(m(x), m(x))
+
+
+def test_cli_info_shows_model():
+    from click.testing import CliRunner
+
+    from vidtok.cli import cli
+
+    res = CliRunner().invoke(cli, ["info", "--model", "vivit_b16x2_tl8"])
+    assert res.exit_code == 0, res.output
+    assert "160.7 G multiply-adds" in res.output and "89.01 M" in res.output
+    res = CliRunner().invoke(cli, ["info", "--model", "nope"])
+    assert res.exit_code != 0 and "unknown model 'nope'" in res.output

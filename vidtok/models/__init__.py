@@ -99,7 +99,7 @@ def describe_model(name: str, model_cfg: Any = None) -> dict[str, str]:
     return {
         "model": name,
         "params": f"{n / 1e6:.2f} M ({n:,})",
-        "FLOPs (multiply-adds)": f"{macs / 1e9:.1f} G",
+        "flops": f"{macs / 1e9:.1f} G multiply-adds",
         "input": "×".join(str(d) for d in shape) + " (B, C, T, H, W)",
         "tokens": tokens,
         "attention": f"{model.attn_type}" + (f" → {model.reduced_attn_type}" if model.token_reducer else ""),
