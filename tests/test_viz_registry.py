@@ -148,3 +148,24 @@ def test_write_run_pictures(video, ckpts, tmp_path):
     files = write_run_pictures(run2, video, tmp_path / "pics2", gif=False, cell=48, echo=notes.append)
     assert sorted(files) == ["overlay"] and files["overlay"].name == "attention_overlay.png"
     assert len(notes) == 1 and notes[0].startswith("curves skipped:")
+
+
+@pytest.mark.parametrize(
+    "name, expect",
+    [
+        ("videomae_b16x2", "mean attention"),  # the HF VideoMAE architecture: joint attention, mean pooling
+        ("timesformer_b16", "'fsa' attention, not joint"),
+        ("vivit_b16x2_fe", "temporal slices only (factorised encoder)"),
+    ],
+)
+def test_converted_architectures(video, name, expect):
+    from vidtok.models import create_model
+
+    model = create_model(name, **{**TINY, "depth": 2}).eval()
+    model.pretrained_cfg.update(short_side=32, class_names=CLASSES)
+    if expect == "mean attention":
+        view = explain(model, video)
+        assert view.mode == "cls" and view.map_labels == [expect] and view.maps.shape == (4, 1, 2, 2)
+    else:
+        with pytest.raises(VidtokError, match=expect):
+            explain(model, video)

@@ -147,12 +147,13 @@ def _cls_maps(aux: dict[str, Any], model: Any) -> tuple[Any, str]:
     elif tmaps is not None and num_learned and n - num_learned in (0, 1):
         body = num_learned  # the last block runs on the learned tokens
     else:
-        raise VidtokError(
-            f"model {name!r}: its last-block attention over {n} tokens is not over the tubelet grid "
-            f"{tp}x{hp}x{wp}"
-            + (f" or the {num_learned} learned tokens" if num_learned else "")
-            + " (a factorised encoder attends over time only), so it has no spatial CLS map"
+        why = (
+            f"it attends over the {tp} temporal slices only (factorised encoder)"
+            if n - tp in (0, 1)
+            else f"{n} tokens are neither the tubelet grid {tp}x{hp}x{wp}"
+            + (f" nor the {num_learned} learned tokens" if num_learned else "")
         )
+        raise VidtokError(f"model {name!r}: no spatial map in its last-block attention for --mode cls: {why}")
     prefix = n - body
     # With a CLS token: what it attends to. Without one (mean pooling): attention each token receives on average.
     weights = attn[0, prefix:] if prefix else attn.mean(0)  # (body,)
