@@ -30,7 +30,7 @@ import torch
 from vidtok.errors import VideoDecodeError
 
 # Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (see docs/readme/io.md).
-AUTO_ORDER = ("torchcodec", "decord", "pyav")
+AUTO_ORDER = ("torchcodec", "pyav", "decord")
 BACKENDS = ("pyav", "decord", "torchcodec")
 _INSTALL = {
     "pyav": "pip install av",
