@@ -364,7 +364,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
         return out[0] if self.repeated_aug == 1 else out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | list[dict]:
-        index, epoch = (key, 0) if isinstance(key, int) else (int(key[0]), int(key[1]))
+        # plain index (epoch 0) or the (index, epoch) pair EpochSampler yields; numpy / tensor ints work too
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         tried = []
         for _ in range(self.max_retries + 1):
