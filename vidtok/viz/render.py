@@ -286,13 +286,18 @@ class _Canvas:
                 self.draw.text((x + sw + 3, y), str(i), fill=(40, 40, 40), font=self.font)
 
     def paste(self, row: int, col: int, img: np.ndarray, tag: str | None = None) -> None:
+        from PIL import Image
+
         x = self.pad + col * (self.cell_w + self.pad)
         y = self.title_h + self.header_h + row * (self.cell_h + self.pad)
         self.image.paste(_resize(img, max(self.cell_w, self.cell_h)), (x, y))
         if tag:
             tag = _fit(self.draw, tag, self.font, self.cell_w - 6)
             tw = _text_width(self.draw, tag, self.font)
-            self.draw.rectangle([x, y, x + tw + 6, y + _font_h(self.font) + 5], fill=(0, 0, 0))
+            box = (x, y, x + tw + 6, y + _font_h(self.font) + 5)
+            # Half-transparent backing so the tag reads on any frame without hiding what is under it.
+            region = np.asarray(self.image.crop(box), dtype=np.float32) * 0.45
+            self.image.paste(Image.fromarray(region.astype(np.uint8)), box[:2])
             self.draw.text((x + 3, y + 1), tag, fill=(255, 255, 255), font=self.font)
 
 
@@ -404,9 +409,10 @@ def render_animation(
     out = []
     for i in range(num_frames):
         t = _slice_of_frame(i, num_frames, num_slices)
-        canvas = _Canvas(title=title, labels=labels, cell_w=cw, cell_h=ch, rows=1, legend=legend)
         number = frame_numbers[i] if frame_numbers is not None else i
-        canvas.paste(0, 0, frames[i], tag=f"frame {number} (slice {t})")
+        row_labels = [f"frame {number}, slice {t}", *labels[1:]]  # in the header: nothing covers the small frame
+        canvas = _Canvas(title=title, labels=row_labels, cell_w=cw, cell_h=ch, rows=1, legend=legend)
+        canvas.paste(0, 0, frames[i])
         for c, panel in enumerate(_panels(frames[i], full[t], mode, colours, alpha)):
             canvas.paste(0, c + 1, panel)
         out.append(canvas.image)
