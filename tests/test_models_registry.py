@@ -64,7 +64,7 @@ def test_forward_backward_shapes(name):
     torch.manual_seed(0)
     m = tiny(name, drop_path_rate=0.1, dropout=0.1)
     m.train()
-    for T, H, W in [(4, 32, 32), (6, 48, 32), (2, 16, 16)]:
+    for T, H, W in [(4, 32, 32), (6, 48, 16)]:  # the built size, then other T/H/W (resized positions)
         x = torch.randn(2, 3, T, H, W, requires_grad=True)
         y = m(x)
         assert y.shape == (2, 5)
