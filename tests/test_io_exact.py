@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.videos import FIXTURES, backend_params, decode_all
+import vidtok
+from tests.videos import FIXTURES, backend_params, decode_all, make_frames
 from vidtok.io import available_backends, open_video
 
 BACKENDS = backend_params()
@@ -197,3 +198,16 @@ def test_pyav_nonref_skipping_is_exact(video_fixture, name):
         v.get_frames(list(range(0, min(n, 30), 2)))  # stride 2 from a keyframe
         if name == "ntsc_bframes":
             assert r.frames_decoded - before < 30  # some unwanted B-frames were not decoded
+
+
+@pytest.mark.parametrize("rotation", [180, 270])
+def test_rotation_tag_reported_not_applied(write_test_video, rotation):
+    frames = make_frames(3, 32, 48, seed=rotation)
+    path = write_test_video(f"rot{rotation}.mov", frames, rotation=rotation)
+    for b in available_backends():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # decord falls back to PyAV on rotated files
+            with vidtok.open_video(path, backend=b) as v:
+                assert v.metadata.rotation == rotation, b
+                assert (v.metadata.width, v.metadata.height) == (48, 32), b
+                assert np.array_equal(v.get_frames([2, 0]).numpy(), frames[[2, 0]]), b

@@ -51,6 +51,9 @@ class DecordReader:
         decord = _import_decord()
         self.path = path
         codec, w, h, rot = _probe(path)
+        if rot:
+            # decord handles display rotation inconsistently (crashes on 90, rotates on 270): let PyAV read it.
+            raise VideoDecodeError(path, f"decord does not read rotated videos correctly (rotation {rot})")
         kw: dict[str, Any] = {}
         if short_side is not None and w and h:
             oh, ow = short_side_size(h, w, short_side)
