@@ -152,3 +152,20 @@ def test_tokenlearner_flops_follow_token_counts(num_tokens):
     assert macs_full == pytest.approx(pred_full, rel=1e-3)
     assert macs_tl == pytest.approx(pred_tl, rel=1e-3)
     assert macs_tl < macs_full
+
+
+@pytest.mark.parametrize(
+    "name", ["vivit_b16x2_fe", "vivit_b16x2_fsa", "vivit_b16x2_fdp", "tokshift_ti16", "timesformer_b16"]
+)
+def test_tokenlearner_plugs_into_every_variant(name):
+    kw = dict(img_size=32, num_frames=4, depth=3, embed_dim=32, num_heads=2, num_classes=3, token_reducer_layer=1)
+    kw.update(token_reducer="tokenlearner", token_reducer_kwargs={"num_tokens": 3})
+    if name.endswith("_fe"):
+        kw["depth_temporal"] = 1
+    m = create_model(name, **kw)
+    x = torch.randn(2, 3, 4, 32, 32, requires_grad=True)
+    m(x).sum().backward()
+    assert m.token_learner.mlp.fc1.weight.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+    _, aux = m.forward_features(x, return_aux=True)
+    t = aux["grid"][0]
+    assert aux["learned_tokens"].shape == (2, t, 3, 32)
