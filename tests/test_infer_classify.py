@@ -147,7 +147,8 @@ def test_hanging_and_crashing_decoders_cost_one_file(job, tmp_path, monkeypatch)
         shutil.copy(src, folder / n)
     monkeypatch.setenv("VIDTOK_INFER_FAULT_HOOK", HOOK)
     t0 = time.monotonic()
-    rows = classify([folder], job["ckpt"], topk=1, backend="pyav", num_workers=2, timeout=3.0)
+    out = tmp_path / "preds.jsonl"
+    rows = classify([folder], job["ckpt"], topk=1, out=out, backend="pyav", num_workers=2, timeout=3.0)
     assert time.monotonic() - t0 < 60
     by = {Path(r["path"]).name: r for r in rows}
     assert sorted(by) == names
@@ -157,6 +158,14 @@ def test_hanging_and_crashing_decoders_cost_one_file(job, tmp_path, monkeypatch)
     ok = [by[n] for n in names if "ok" in n]
     assert all(r["status"] == "ok" for r in ok)
     assert ok[0]["probs"] == ok[1]["probs"] == ok[2]["probs"]  # same file, same answer, whichever worker did it
+
+    # the decoder is fixed: --resume --retry-failed redoes only the failed files and replaces their rows
+    monkeypatch.delenv("VIDTOK_INFER_FAULT_HOOK")
+    (folder / "a_ok.mp4").unlink()  # proves ok rows are not redone: a redo would turn this row into an error
+    rows = classify([folder], job["ckpt"], topk=1, out=out, backend="pyav", resume=True, retry_failed=True)
+    assert [Path(r["path"]).name for r in rows] == names[1:] + ["a_ok.mp4"]  # a_ok is no longer found, kept last
+    assert all(r["status"] == "ok" and r["probs"] == ok[0]["probs"] for r in rows)
+    assert len(out.read_text().splitlines()) == len(names)
 
 
 def _wait_rows(path: Path, n: int, proc: subprocess.Popen, limit: float = 120) -> None:
@@ -236,3 +245,18 @@ def test_torchrun_two_processes_match_one(job, tmp_path):
     )
     np.testing.assert_allclose(e1["embeddings"], e2["embeddings"], atol=1e-5)
     assert (tmp_path / "one.index.csv").read_text() == (tmp_path / "two.index.csv").read_text()
+
+
+def test_decode_pool_back_pressure(job):
+    """A consumer that stops taking results stops the workers from being given more files (bounded memory)."""
+    from vidtok.engine.infer_workers import DecodePool, ViewSpec
+
+    spec = ViewSpec(mode="uniform", num_frames=4, frame_stride=2, crop_size=32, short_side=40, backend="pyav")
+    paths = [str(job["good"][0])] * 12
+    with DecodePool(paths, spec, num_workers=1, max_buffered=2) as pool:
+        first = pool.get()
+        time.sleep(3)  # plenty for one worker to decode all 12 tiny files if nothing held it back
+        assert pool._buffered <= 2 + 1 and len(pool._todo) >= 12 - 1 - (2 + 1) - 2
+        rest = [pool.get() for _ in range(11)]
+    assert sorted(r[0] for r in [first, *rest]) == list(range(12))
+    assert all(r[2][1].shape == (1, 3, 4, 32, 32) for r in [first, *rest])

@@ -339,6 +339,7 @@ def _infer_options(f):
             click.option("--workers", "num_workers", default=2, show_default=True, help="Decode processes."),
             click.option("--timeout", default=120.0, show_default=True, help="Seconds one file may take to decode."),
             click.option("--resume", is_flag=True, help="Skip videos already in --out (repairs a half-written one)."),
+            click.option("--retry-failed", is_flag=True, help="With --resume: try failed videos again."),
             click.option("--overwrite", is_flag=True, help="Start --out again if it exists."),
             click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N."),
             click.option(

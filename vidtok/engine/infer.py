@@ -241,7 +241,8 @@ def _run_loop(
     state: dict[int, dict] = {}
     queued_views = 0
     finished = 0
-    max_buffered = max(2 * num_workers, 4)
+    max_buffered = max(2 * num_workers, 4)  # decoded videos held by the pool
+    cap = 2 * batch_size  # views taken out of the pool ahead of the model
 
     def run_batch() -> None:
         nonlocal queued_views
@@ -286,8 +287,9 @@ def _run_loop(
     with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
         received = 0
         while finished < len(paths):
-            if received < len(paths):
-                # block for a result only when there is not a full batch to run
+            if received < len(paths) and queued_views < cap:
+                # block for a result only when there is not a full batch to run; take no more than `cap` views so
+                # that decoded videos wait in the pool, whose back-pressure then stops giving workers new files
                 item = pool.get(timeout=None if queued_views < batch_size else 0)
                 while item is not None:
                     received += 1
@@ -303,13 +305,13 @@ def _run_loop(
                         else:
                             queue_.append([tid, views, 0])
                             queued_views += len(views)
-                    item = pool.get(timeout=0) if received < len(paths) else None
+                    item = pool.get(timeout=0) if received < len(paths) and queued_views < cap else None
             if queued_views >= batch_size or (received == len(paths) and queued_views > 0):
                 run_batch()
 
 
 def _prepare_job(
-    paths, out, *, resume: bool, overwrite: bool, extensions, make_writer, dist: _Dist
+    paths, out, *, resume: bool, overwrite: bool, retry_failed: bool, extensions, make_writer, dist: _Dist
 ) -> tuple[list[str], list[str], int, Any]:
     """Discover files, check / clear / repair OUT; return (all files, this rank's files to do, skipped, writer)."""
     files = find_videos(paths, extensions)
@@ -327,7 +329,7 @@ def _prepare_job(
         elif resume:
             writer.repair()
         dist.barrier()
-    done = writer.done_paths() if resume else set()
+    done = writer.done_paths(include_failed=not retry_failed) if resume else set()
     dist.barrier()  # everyone has read the same `done` before anyone appends
     todo = [p for p in files if p not in done]
     return files, todo[dist.rank :: dist.world], len(files) - len(todo), writer
@@ -361,6 +363,7 @@ def classify(
     views: str | tuple[int, int] | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
+    retry_failed: bool = False,
     overwrite: bool = False,
     batch_size: int = 16,
     num_workers: int = 2,
@@ -379,7 +382,8 @@ def classify(
         topk: labels per video.
         views: ``"CLIPSxCROPS"``, e.g. ``"4x3"``; default: the checkpoint's ``test_clips`` x ``test_crops``.
         out: ``.csv``, ``.jsonl`` or ``.parquet`` written as videos finish; None keeps rows in memory only.
-        resume: skip videos already in ``out`` (repairing a half-written file first).
+        resume: skip videos already in ``out``, failed ones included (repairing a half-written file first).
+        retry_failed: with ``resume``, try the videos recorded as failed again (their rows are replaced).
         overwrite: start ``out`` again if it exists.
         batch_size: views per forward pass (batches span several videos).
         num_workers: decode processes.
@@ -415,6 +419,7 @@ def classify(
             out,
             resume=resume,
             overwrite=overwrite,
+            retry_failed=retry_failed,
             extensions=extensions,
             make_writer=lambda: ClassifyWriter(out, topk=k, rank=dist.rank, world_size=dist.world),
             dist=dist,
@@ -508,6 +513,7 @@ def embed(
     fp16: bool = False,
     tokens: bool = False,
     resume: bool = False,
+    retry_failed: bool = False,
     overwrite: bool = False,
     batch_size: int = 16,
     num_workers: int = 2,
@@ -533,8 +539,8 @@ def embed(
         normalize: L2-normalise each vector (after per-video pooling).
         fp16: store float16 vectors (default float32).
         tokens: also store the TokenLearner tokens ``aux["learned_tokens"]`` ``(T', S, D)`` per row.
-        resume, overwrite, batch_size, num_workers, timeout, device, amp, backend, extensions, verbose: as in
-            :func:`classify`.
+        resume, retry_failed, overwrite, batch_size, num_workers, timeout, device, amp, backend, extensions,
+            verbose: as in :func:`classify`.
 
     Returns:
         {"embeddings": (N, D) array, "tokens": (N, T', S, D) array or None, "index": [{"path", "clip_start",
@@ -558,6 +564,7 @@ def embed(
             out,
             resume=resume,
             overwrite=overwrite,
+            retry_failed=retry_failed,
             extensions=extensions,
             make_writer=lambda: EmbedWriter(out, rank=dist.rank, world_size=dist.world),
             dist=dist,

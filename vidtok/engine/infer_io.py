@@ -344,8 +344,10 @@ class ClassifyWriter:
             return _read_csv_rows(self.part)
         return _read_jsonl(self.part)
 
-    def done_paths(self) -> set[str]:
-        return set() if self.out is None else {r["path"] for r in read_classify_output(self.out)}
+    def done_paths(self, include_failed: bool = True) -> set[str]:
+        if self.out is None:
+            return set()
+        return {r["path"] for r in read_classify_output(self.out) if include_failed or r["status"] == "ok"}
 
     # -- writing -----------------------------------------------------------------------------------------------------
     def _write_rows(self, path: Path, rows: list[dict], csv_format: bool) -> None:
@@ -669,10 +671,11 @@ class EmbedWriter:
             _write_atomic(self.part.jsonl, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in recs)))
         return int(dirty)
 
-    def done_paths(self) -> set[str]:
+    def done_paths(self, include_failed: bool = True) -> set[str]:
         if self.out is None:
             return set()
-        return {v["path"] for v in _collect_embed(self.out, self.fmt, None)["videos"]}
+        videos = _collect_embed(self.out, self.fmt, None)["videos"]
+        return {v["path"] for v in videos if include_failed or v["status"] == "ok"}
 
     def write(self, rec: dict, vectors: np.ndarray | None = None, tokens: np.ndarray | None = None) -> None:
         """Record one video: ``rec`` has path, status, error, duration, clips; vectors (n_clips, D) when ok."""

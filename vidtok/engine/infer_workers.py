@@ -154,8 +154,13 @@ def _load_hook():
 
 
 def _worker_main(task_conn, result_conn, spec: ViewSpec) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group: the parent handles it (and kills us); a worker dying of it would be
+    # reported as a crash and its file recorded as failed instead of being left for --resume.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # parallelism comes from the number of workers
     hook = _load_hook()
     from vidtok.errors import VideoDecodeError

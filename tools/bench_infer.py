@@ -1,0 +1,232 @@
+"""Benchmark of ``vidtok classify``: end-to-end videos/s and clips/s vs the model alone vs a naive loop.
+
+Three ways to classify the same folder of generated Kinetics-like videos (340-pixel short side, 10 s, 25 fps, H.264
+with one keyframe every 250 frames, as YouTube-sourced Kinetics clips commonly are), side by side in one process:
+
+* ``model only``: the views of every video already decoded and cut in memory (uint8), only normalise + model on
+  batches of ``--batch-size`` clips. The ceiling: decoding costs nothing.
+* ``vidtok classify``: ``vidtok.classify`` end to end (discovery, ``--workers`` decode processes overlapped with the
+  model, batches across videos, CSV written as videos finish), timed from the call to its return.
+* ``naive loop``: what a user would write: for each video, open, decode its views, transform, run the model, next.
+
+Ratios: end-to-end / model-only (target >= 0.8 with 2 workers: decoding hides behind the model) and end-to-end /
+naive (target >= 1.5). The model is random-initialised (speed does not depend on the weights).
+
+Usage::
+
+    python tools/bench_infer.py                        # 50 videos, vidtok_ti, 8 frames 160², 4x1 views
+    python tools/bench_infer.py --videos 100 --model vivit_ti16x2 --num-frames 16 --crop 224 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
+    except OSError:
+        name = platform.processor()
+    return f"{name or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def _write_one(args: tuple[str, int, int, int, int]) -> str:
+    """A 'Kinetics-like' clip: textured background panning, two moving blobs, sensor noise; H.264 yuv420p."""
+    import av
+
+    path, seed, h, w, frames = args
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    tex = rng.integers(0, 255, (h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
+    tex = np.kron(tex, np.ones((8, 8, 1), np.float32))  # blocky texture, panned below
+    vx, vy = rng.uniform(-3, 3, 2)
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"crf": "23", "preset": "veryfast", "g": "250"})
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for t in range(frames):
+            ox, oy = int(abs(t * 0.5)) % 8, int(abs(t * 0.3)) % 8
+            img = tex[oy : oy + h, ox : ox + w].copy()
+            for k in range(2):
+                cx = (w / 2 + (k * 2 - 1) * w / 4 + vx * t * (k + 1)) % w
+                cy = (h / 2 + vy * t) % h
+                img += 120 * np.exp(-(((xx - cx) / 40) ** 2 + ((yy - cy) / 30) ** 2))[..., None]
+            img += rng.normal(0, 4, img.shape).astype(np.float32)
+            frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def make_videos(folder: Path, n: int, short: int = 340, seconds: float = 10.0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = short, (short * 4 // 3) // 2 * 2  # 340 x 452 (4:3, even width for yuv420p)
+    jobs = [(str(folder / f"video_{i:03d}.mp4"), i, h, w, int(seconds * 25)) for i in range(n)]
+    todo = [j for j in jobs if not Path(j[0]).exists()]
+    if todo:
+        print(f"generating {len(todo)} videos in {folder} ...", file=sys.stderr)
+        with ProcessPoolExecutor(max(1, (os.cpu_count() or 2))) as ex:
+            list(ex.map(_write_one, todo))
+    return [Path(j[0]) for j in jobs]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=50)
+    ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "vidtok_bench_infer_videos"))
+    ap.add_argument("--model", default="vidtok_ti")
+    ap.add_argument("--num-frames", type=int, default=8)
+    ap.add_argument("--frame-stride", type=int, default=2)
+    ap.add_argument("--crop", type=int, default=160)
+    ap.add_argument("--short-side", type=int, default=182)
+    ap.add_argument("--views", default="4x1")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--backend", default="auto")
+    args = ap.parse_args()
+
+    import torch
+
+    import vidtok
+    from vidtok.data.samplers import uniform_clips
+    from vidtok.data.transforms import EvalTransform
+    from vidtok.engine.infer import _normalizer, _resolve_amp, _resolve_device, classify, parse_views
+    from vidtok.engine.infer_workers import ViewSpec, prepare_views
+    from vidtok.io import open_video, resolve_backend
+    from vidtok.models.hub import save_model
+
+    paths = make_videos(Path(args.data), args.videos)
+    clips, crops = parse_views(args.views)
+    device = _resolve_device(args.device)
+    backend = resolve_backend(args.backend)
+    extra = {"token_reducer_layer": 2} if args.model.startswith("vidtok") else {}
+    torch.manual_seed(0)
+    model = vidtok.create_model(args.model, num_classes=400, num_frames=args.num_frames, img_size=args.crop, **extra)
+    cfg = dict(
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        crop_size=args.crop,
+        short_side=args.short_side,
+        test_clips=clips,
+        test_crops=crops,
+        mean=[0.45] * 3,
+        std=[0.225] * 3,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="vidtok_bench_infer_"))
+    ckpt = save_model(model, tmp / "model.safetensors", pretrained_cfg=cfg)
+    model = model.eval().to(device)
+    amp = _resolve_amp("auto", device)
+    norm = _normalizer({"mean": cfg["mean"], "std": cfg["std"]}, device)
+    n_views = len(paths) * clips * crops
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.inference_mode()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            return model(x).float().softmax(-1)
+
+    # warm-up (allocator, kernels, lazy imports) so no mode pays it
+    spec = ViewSpec(
+        mode="uniform",
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        crop_size=args.crop,
+        short_side=args.short_side,
+        clips=clips,
+        crops=crops,
+        backend=backend,
+    )
+    _, v0 = prepare_views(str(paths[0]), spec)
+    for _ in range(2):
+        run(
+            norm(
+                torch.from_numpy(np.concatenate([v0] * (args.batch_size // len(v0) + 1))[: args.batch_size]).to(device)
+            )
+        )
+    sync()
+
+    # 1) model only, on every video's views already in memory
+    views = np.concatenate([prepare_views(str(p), spec)[1] for p in paths])  # (N, 3, T, c, c) uint8
+    t0 = time.perf_counter()
+    for i in range(0, len(views), args.batch_size):
+        run(norm(torch.from_numpy(views[i : i + args.batch_size]).to(device)))
+    sync()
+    t_model = time.perf_counter() - t0
+    del views
+
+    # 2) vidtok classify end to end
+    t0 = time.perf_counter()
+    rows = classify(
+        [args.data],
+        ckpt,
+        out=tmp / "preds.csv",
+        overwrite=True,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        backend=backend,
+        topk=5,
+    )
+    t_e2e = time.perf_counter() - t0
+    assert sum(r["status"] == "ok" for r in rows) == len(paths), [r["error"] for r in rows if r["error"]][:3]
+
+    # 3) naive loop: decode one video, transform, run the model, next
+    tf = EvalTransform(
+        crop_size=args.crop, short_side=args.short_side, num_crops=crops, mean=cfg["mean"], std=cfg["std"]
+    )
+    t0 = time.perf_counter()
+    for p in paths:
+        with open_video(p, backend) as v:
+            cl = uniform_clips(
+                v.metadata.num_frames,
+                v.metadata.fps,
+                clip_len=args.num_frames,
+                frame_stride=args.frame_stride,
+                num_clips=clips,
+            )
+            frames = v.get_clips([c.indices.tolist() for c in cl])
+        x = torch.cat([tf(f) for f in frames]).to(device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            model(x).float().softmax(-1)
+    sync()
+    t_naive = time.perf_counter() - t0
+
+    n = len(paths)
+    print(
+        f"\nvidtok classify benchmark: {n} generated videos (340x452, 10 s, 25 fps, H.264, GOP 250), model "
+        f"{args.model} (random init) {args.num_frames}x{args.crop}² frame stride {args.frame_stride}, views "
+        f"{args.views} = {clips * crops} clips/video, batch {args.batch_size}, {args.workers} decode workers, "
+        f"decoder {backend}, device {device}{' bf16' if amp else ''}, torch threads {torch.get_num_threads()}"
+    )
+    print(f"machine: {_machine()}\n")
+    print("| mode | videos/s | clips/s | vs model only | vs naive loop |")
+    print("|---|---:|---:|---:|---:|")
+    for name, t in (
+        ("model only (clips in memory)", t_model),
+        ("vidtok classify (end to end)", t_e2e),
+        ("naive loop (decode one, run model)", t_naive),
+    ):
+        print(f"| {name} | {n / t:.2f} | {n_views / t:.2f} | {t_model / t:.2f} | {t_naive / t:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
