@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,8 +80,13 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+_INSTALLED: dict[str, bool] = {}
+
+
 def _backend_installed(name: str) -> bool:
-    return importlib.util.find_spec(_MODULE[name]) is not None
+    if name not in _INSTALLED:  # cached: open_video runs once per clip in data loaders
+        _INSTALLED[name] = importlib.util.find_spec(_MODULE[name]) is not None
+    return _INSTALLED[name]
 
 
 def available_backends() -> list[str]:
@@ -156,11 +162,15 @@ def _make_reader(backend: str, path: str, num_threads: int, short_side: int | No
 
 
 def _check_path(path: str) -> None:
-    if not os.path.exists(path):
-        raise VideoDecodeError(path, "file not found")
-    if os.path.isdir(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise VideoDecodeError(path, "file not found") from None
+    except OSError as e:
+        raise VideoDecodeError(path, f"cannot access: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise VideoDecodeError(path, "is a directory, not a video file")
-    if os.path.getsize(path) == 0:
+    if st.st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
 
 

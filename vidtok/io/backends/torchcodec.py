@@ -17,6 +17,10 @@ from vidtok.io.video import VideoMetadata
 
 
 def _import_decoder():
+    import sys
+
+    if "torchcodec.decoders" in sys.modules:  # fast path: already imported (once per clip in data loaders)
+        return sys.modules["torchcodec.decoders"].VideoDecoder
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
