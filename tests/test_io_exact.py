@@ -18,8 +18,8 @@ BACKENDS = backend_params()
 # MPEG-4 Part 2 decodes differ by +-1 LSB on some frames between FFmpeg builds/settings (also in a plain sequential
 # torchcodec/decord decode, so it is not an indexing problem); everything else must be bit-identical.
 TOLERANCE = {("mpeg4_avi", "torchcodec"): 1, ("mpeg4_avi", "decord"): 1}
-# decord cannot read these at all and falls back to PyAV (which we then check).
-DECORD_FALLS_BACK = {"rotated", "av1"}
+# (fixture, backend) pairs the backend cannot read: vidtok falls back to PyAV (which is then checked).
+FALLS_BACK = {("rotated", "decord"), ("av1", "decord"), ("raw_h264", "decord"), ("raw_h264", "torchcodec")}
 
 _ORACLE: dict[str, np.ndarray] = {}
 
@@ -89,7 +89,7 @@ def test_fixture_exact(video_fixture, name, backend):
     used = check_video(
         path, backend, tol=TOLERANCE.get((name, backend), 0), source=frames if spec.lossless else None, seed=3
     )
-    if backend == "decord" and name in DECORD_FALLS_BACK:
+    if (name, backend) in FALLS_BACK:
         assert used == "pyav"
     else:
         assert used == backend

@@ -186,6 +186,10 @@ FIXTURES: dict[str, FixtureSpec] = {
     "av1": FixtureSpec(
         "av1.mkv", 16, 64, 64, codec="libsvtav1", lossless=False, kwargs={"options": {"preset": "12", "g": "8"}}
     ),
+    # raw H.264 elementary stream: no timestamps, no seeking (PyAV reads it sequentially; the others cannot open it)
+    "raw_h264": FixtureSpec(
+        "raw.h264", 30, 48, 64, codec="libx264", lossless=False, kwargs={"options": {"crf": "18", "g": "10", "bf": "2"}}
+    ),
     "mpeg4_avi": FixtureSpec(
         "mpeg4.avi", 20, 48, 64, codec="mpeg4", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
     ),

@@ -88,6 +88,7 @@ class PyAVReader:
         if st.codec_context is None:
             raise VideoDecodeError(self.path, "no decoder for its video codec (unknown or unsupported codec)")
         cc = st.codec_context
+        self._num_threads = num_threads
         cc.thread_count = num_threads
         if num_threads != 1:
             cc.thread_type = "AUTO"
@@ -195,9 +196,21 @@ class PyAVReader:
 
     def _restart(self) -> None:
         """Decode from the start of the stream."""
+        av = _import_av()
         st = self._stream
         start = self._seek_ts[0] if self._seek_ts else (st.start_time or 0)
-        self._container.seek(start, stream=st, backward=True, any_frame=False)
+        try:
+            if self._sequential:
+                raise av.FFmpegError(1, "no timestamps to seek by")
+            self._container.seek(start, stream=st, backward=True, any_frame=False)
+        except av.FFmpegError:
+            # Raw streams without timestamps (e.g. .h264) cannot seek: reopen the file instead.
+            self._container.close()
+            self._container = av.open(self.path, metadata_errors="ignore")
+            st = self._stream = self._container.streams.video[0]
+            st.codec_context.thread_count = self._num_threads
+            if self._num_threads != 1:
+                st.codec_context.thread_type = "AUTO"
         self._gen = self._decode_packets(iter(self._container.demux(st)))
         self._last_pts, self._last_frame, self._ordinal = None, None, -1
         self._nonref_sent.clear()
