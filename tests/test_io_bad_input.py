@@ -159,6 +159,31 @@ def test_failing_backend_is_retried_once_with_pyav(bad_dir, monkeypatch):
     v.close()
 
 
+def test_backend_returning_wrong_frames_falls_back(bad_dir):
+    """A backend that silently returns the wrong shape (as decord does on some rotated files) is not trusted."""
+    frames = np.load(bad_dir / "frames.npy")
+    with open_video(bad_dir / "ok.mp4", backend="pyav") as good:
+        meta = good.metadata
+
+    class Rotating:
+        name = "decord"
+        metadata = meta
+
+        def read(self, indices):
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(frames[indices].transpose(0, 2, 1, 3)))
+
+        def close(self):
+            pass
+
+    v = Video(str(bad_dir / "ok.mp4"), Rotating())
+    with pytest.warns(RuntimeWarning, match="expected"):
+        x = v.get_frames([1, 0])
+    assert v.backend == "pyav" and np.array_equal(x.numpy(), frames[[1, 0]])
+    v.close()
+
+
 def test_bad_arguments(bad_dir):
     with pytest.raises(ValueError, match="unknown video backend"):
         open_video(bad_dir / "ok.mp4", backend="ffmpeg")

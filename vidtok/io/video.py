@@ -306,10 +306,19 @@ class Video:
 
         return short_side_size(m.height, m.width, self._short_side)
 
+    def _checked(self, reader: Reader, frames: torch.Tensor, n: int) -> torch.Tensor:
+        """Catch a backend returning the wrong thing (count, size, dtype) instead of raising."""
+        h, w = self._out_hw(reader.metadata)
+        if frames.dtype != torch.uint8 or tuple(frames.shape) != (n, h, w, 3):
+            raise RuntimeError(
+                f"returned {tuple(frames.shape)} {frames.dtype} frames, expected {(n, h, w, 3)} torch.uint8"
+            )
+        return frames
+
     def _read(self, uniq: list[int]) -> torch.Tensor:
         reader = self._open_reader()
         try:
-            return reader.read(uniq)
+            return self._checked(reader, reader.read(uniq), len(uniq))
         except VideoDecodeError as e:
             if self._fell_back:
                 raise
@@ -320,7 +329,8 @@ class Video:
             err = e
         self._fallback(err)
         try:
-            return self._open_reader().read(uniq)
+            reader = self._open_reader()
+            return self._checked(reader, reader.read(uniq), len(uniq))
         except VideoDecodeError:
             raise
         except Exception as e:
