@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vidtok.models.layers import Attention, DropPath, Mlp, PosEmbed, TubeletEmbed
+from vidtok.models.reducers import TokenReducer, build_reducer, fill_masked, significance_from_attn
 from vidtok.models.tokenlearner import TokenFuser, TokenLearner
 from vidtok.models.tokshift import TokShift
 
@@ -83,15 +84,23 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, num_frames: int | None = None, *, return_attn: bool = False
+        self,
+        x: torch.Tensor,
+        num_frames: int | None = None,
+        *,
+        return_attn: bool = False,
+        key_weight: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``(B, T, N, D)`` → same shape (``num_frames`` is unused; it keeps one block signature)."""
+        """``x`` ``(B, T, N, D)`` → same shape (``num_frames`` is unused; it keeps one block signature).
+
+        ``key_weight`` ``(B, T, N)``: masked attention for token reducers (0 = padding / pruned key).
+        """
         x = self.mixer(x)
         attn_w = None
         if return_attn:
             y, attn_w = self.attn(self.norm1(x), return_attn=True)
         else:
-            y = self.attn(self.norm1(x))
+            y = self.attn(self.norm1(x), key_weight=key_weight)
         x = x + self.drop_path1(y)
         x = self.mixer(x)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
@@ -215,7 +224,10 @@ class ViViT(nn.Module):
         token_mixer: None or "tokshift"; ``token_mixer_kwargs`` (e.g. ``{"fold_div": 4, "tokens": "cls"}``).
         token_reducer: None, "tokenlearner" (once, before block ``token_reducer_layer``) or "tokenlearner_fuser"
             (TokenLearner → block → TokenFuser at every block from that layer on); ``token_reducer_kwargs``
-            (``num_tokens``, ``version``, ``bottleneck_dim``, ``joint``).
+            (``num_tokens``, ``version``, ``bottleneck_dim``, ``joint``). Or a dict ``{kind, at_block, ...}``
+            (config ``model.extra.token_reducer``): kind "tokenlearner"/"tokenlearner_fuser" (the other keys update
+            ``token_reducer_kwargs``) or any :mod:`vidtok.models.reducers` kind ("token_pooling", "ats",
+            "dynamicvit", "mixed_scale"; the other keys are its arguments, ``token_reducer_kwargs`` is ignored).
         dropout: dropout before the head.
         proj_drop_rate, pos_drop_rate: dropout in blocks / after the positional embedding.
         drop_path_rate: stochastic depth, linearly increasing to this value over the blocks.
@@ -251,7 +263,7 @@ class ViViT(nn.Module):
         fc_norm_eps: float | None = None,
         token_mixer: str | None = None,
         token_mixer_kwargs: dict[str, Any] | None = None,
-        token_reducer: str | None = None,
+        token_reducer: str | dict[str, Any] | None = None,
         token_reducer_layer: int = 4,
         token_reducer_kwargs: dict[str, Any] | None = None,
         dropout: float = 0.0,
@@ -264,6 +276,24 @@ class ViViT(nn.Module):
         super().__init__()
         img = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         reduced_attn_type = reduced_attn_type or attn_type
+        reducer_spec: dict[str, Any] | None = None  # a vidtok.models.reducers kind: built after the blocks
+        if isinstance(token_reducer, dict):
+            spec = dict(token_reducer)
+            token_reducer = spec.pop("kind", None)
+            if token_reducer is None:
+                raise ValueError(f"token_reducer dict needs a 'kind', got {spec!r}")
+            at = spec.pop("at_block", token_reducer_layer if token_reducer in TOKEN_REDUCERS else None)
+            if token_reducer in TOKEN_REDUCERS:
+                token_reducer_layer = at
+                token_reducer_kwargs = {**(token_reducer_kwargs or {}), **spec}
+            else:
+                reducer_spec = {"kind": token_reducer, "at_block": at, **spec}
+                if token_reducer == "mixed_scale":
+                    at = 0
+                elif at is None:
+                    raise ValueError(f"token_reducer {token_reducer!r} needs at_block")
+                token_reducer_layer = at if isinstance(at, int) else int(list(at)[0])
+                token_reducer_kwargs = None
         for name, value, allowed in (
             ("attn_type", attn_type, ATTN_TYPES),
             ("reduced_attn_type", reduced_attn_type, ATTN_TYPES),
@@ -297,7 +327,7 @@ class ViViT(nn.Module):
                 )
         if token_mixer is not None and class_token == "global":
             raise ValueError("a token mixer shifts along time and needs class_token 'frame' or 'none', not 'global'")
-        if token_reducer is not None and token_reducer not in TOKEN_REDUCERS:
+        if token_reducer is not None and token_reducer not in TOKEN_REDUCERS and reducer_spec is None:
             raise ValueError(f"token_reducer must be None or one of {TOKEN_REDUCERS}, got {token_reducer!r}")
         if token_reducer is not None and not 0 <= token_reducer_layer < depth:
             raise ValueError(f"token_reducer_layer must be in [0, depth={depth}), got {token_reducer_layer}")
@@ -365,7 +395,21 @@ class ViViT(nn.Module):
         self.token_learner: TokenLearner | None = None
         self.token_learners: nn.ModuleList | None = None
         self.token_fusers: nn.ModuleList | None = None
-        if token_reducer is not None:
+        self.reducer: TokenReducer | None = None  # any vidtok.models.reducers kind (TokenLearner keeps its own path)
+        if reducer_spec is not None:
+            self.reducer = build_reducer(dim=embed_dim, **reducer_spec)
+            if any(b >= depth for b in self.reducer.at_blocks):
+                raise ValueError(f"token reducer at_block must be < depth={depth}, got {self.reducer.at_blocks}")
+            if getattr(self.reducer, "joint", False) and class_token == "frame":
+                raise ValueError("a joint token reducer leaves one temporal slice; use class_token 'global' or 'none'")
+            if self.reducer.uses_mask:
+                for blk in self.blocks[token_reducer_layer:]:
+                    if not isinstance(blk, Block) or blk.attn.axis not in ("joint", "space"):
+                        raise ValueError(
+                            f"token reducer {token_reducer!r} masks tokens; the blocks after it need joint or space "
+                            f"attention (attn_type / reduced_attn_type 'joint', 'space' or 'fe'), not fsa / fdp"
+                        )
+        elif token_reducer is not None:
             tl_kwargs = {"norm_eps": norm_eps, **reducer_kwargs}
             if token_reducer == "tokenlearner":
                 self.token_learner = TokenLearner(dim=embed_dim, **tl_kwargs)
@@ -417,6 +461,8 @@ class ViViT(nn.Module):
                 nn.init.zeros_(m.token_mix.bias)
             elif isinstance(m, FactorisedBlock):
                 m.zero_init_temporal()
+            elif isinstance(m, TokenReducer):
+                m.reset_parameters()
 
     @property
     def num_layers(self) -> int:
@@ -430,7 +476,7 @@ class ViViT(nn.Module):
             return 0
         if parts[0] == "blocks":
             return int(parts[1]) + 1
-        if parts[0] == "token_learner":
+        if parts[0] in ("token_learner", "reducer"):
             return self.token_reducer_layer + 1
         if parts[0] in ("token_learners", "token_fusers"):
             return self.token_reducer_layer + int(parts[1]) + 1
@@ -523,12 +569,43 @@ class ViViT(nn.Module):
             class token first.
         """
         aux: dict[str, Any] = {}
+        video = x
         x, grid = self._embed(x)
         T = grid[0]
         aux["grid"] = grid
         k = self.token_reducer_layer if self.token_reducer is not None else -1
         last = len(self.blocks) - 1
+        red, keep, index, attn = self.reducer, None, None, None  # keep (B, T, N): 1 token, 0 padding / pruned
+        if red is not None and red.at_embed:
+            cls, p = self._split(x, T)
+            out = red(p, video=video, patch_embed=self.patch_embed, pos=self.pos_embed(grid)[0], grid=grid)
+            x, keep, index = self._merge(cls, out.tokens), out.keep, out.info.get("index")
+            if return_aux:
+                aux.update({f"reducer_{n}": v for n, v in out.info.items()})
         for i, blk in enumerate(self.blocks):
+            if red is not None and not red.at_embed and i in red.at_blocks:
+                cls, p = self._split(x, T)
+                scores = None
+                if red.needs_scores and attn is not None:
+                    scores = significance_from_attn(attn, has_cls=self.class_token == "global", num_slices=T)
+                out = red(p, keep=keep, index=index, scores=scores, stage=red.at_blocks.index(i))
+                p, keep, index = out.tokens, out.keep, out.info.get("index")
+                T = p.shape[1]
+                x = self._merge(cls, p)
+                if return_aux:
+                    aux.update({f"reducer_{n}": v for n, v in out.info.items()})
+            if red is not None and keep is not None:
+                x = blk(x, T, key_weight=self._key_weight(keep, x))
+                continue
+            if (
+                red is not None
+                and red.needs_scores
+                and i + 1 in red.at_blocks
+                and isinstance(blk, Block)
+                and blk.attn.axis == "joint"
+            ):
+                x, attn = blk(x, T, return_attn=True)  # the reducer's significance scores come from these
+                continue
             if i == k and self.token_learner is not None:
                 cls, p = self._split(x, T)
                 p, maps = self.token_learner(p, grid[1:], return_maps=True)  # (B, T', S_k, D)
@@ -574,7 +651,22 @@ class ViViT(nn.Module):
                     z = blk(z)
             x = z  # (B, 1, 1 + T', D)
         x = self.norm(x)
+        if keep is not None and self.attn_type != "fe":  # masked slots → masked mean, so mean pooling stays exact
+            cls, p = self._split(x, T)
+            x = self._merge(cls, fill_masked(p, keep))
+        if return_aux and red is not None:
+            aux["token_keep"] = keep
+            aux["token_index"] = index
         return (x, aux) if return_aux else x
+
+    def _key_weight(self, keep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Attention key weights in the layout of ``x`` from the patch-token ``keep`` ``(B, T, N)``."""
+        if self.class_token == "none":
+            return keep
+        ones = keep.new_ones(keep.shape[0], x.shape[1], 1)
+        if self.class_token == "global":
+            return torch.cat([ones, keep.flatten(1)[:, None]], dim=2)  # (B, 1, 1 + T·N)
+        return torch.cat([ones, keep], dim=2)  # (B, T, 1 + N)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool tokens from :meth:`forward_features` → clip embedding ``(B, D)`` (``pre_logits``) or logits."""

@@ -19,10 +19,26 @@ from torch import nn
 
 from vidtok.kernels import spacetime_attention
 
-__all__ = ["Attention", "QKV_BIAS_MODES", "ATTN_AXES"]
+__all__ = ["Attention", "QKV_BIAS_MODES", "ATTN_AXES", "weighted_attention"]
 
 QKV_BIAS_MODES = ("all", "qv", "none")
 ATTN_AXES = ("joint", "time", "space", "fdp")
+
+
+def weighted_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Softmax attention with multiplicative key weights (DynamicViT's masked softmax), math path in float32.
+
+    ``q, k, v`` ``(M, H, L, Dh)``, ``w`` ``(M, L)``: ``a_ij = exp(s_ij) G_ij / Σ_k exp(s_ik) G_ik`` with
+    ``G_ij = w_j`` for ``i ≠ j`` and 1 on the diagonal (a masked token still attends to itself, so every row is
+    defined). ``w`` may carry straight-through gradients; all ones equals plain attention.
+    """
+    s = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5  # (M, H, L, L)
+    e = (s - s.amax(-1, keepdim=True).detach()).exp()
+    eye = torch.eye(s.shape[-1], device=s.device, dtype=s.dtype)
+    g = w.float()[:, None, None, :] * (1 - eye) + eye  # (M, 1, L, L)
+    a = e * g
+    a = a / a.sum(-1, keepdim=True)
+    return (a @ v.float()).to(v.dtype)
 
 
 class Attention(nn.Module):
@@ -84,18 +100,27 @@ class Attention(nn.Module):
         return self.qkv(x)
 
     def forward(
-        self, x: torch.Tensor, *, return_attn: bool = False
+        self, x: torch.Tensor, *, return_attn: bool = False, key_weight: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, T, S, D)`` → ``(B, T, S, D)``.
 
         With ``return_attn`` (joint axis only), also the head-averaged attention weights ``(B, T·S, T·S)`` computed
         by the math path (for visualisation; slow and memory-hungry on long sequences).
+
+        ``key_weight`` ``(B, T, S)`` in [0, 1] (token reducers: 0 = padding / pruned token) masks keys (joint and
+        space axes): :func:`weighted_attention`, a math path (spacetime_attention has no mask argument).
         """
         B, T, S, D = x.shape
         H, Dh = self.num_heads, self.head_dim
         qkv = self._qkv(x).view(B, T, S, 3, H, Dh)  # (B, T, S, 3, H, Dh)
         q, k, v = qkv.unbind(3)  # each (B, T, S, H, Dh), strided views
-        if self.axis == "fdp":
+        if key_weight is not None:
+            if self.axis not in ("joint", "space"):
+                raise ValueError(f"masked attention supports the joint and space axes, not {self.axis!r}")
+            M, L = (B, T * S) if self.axis == "joint" else (B * T, S)
+            qm, km, vm = (t.reshape(M, L, H, Dh).transpose(1, 2) for t in (q, k, v))  # (M, H, L, Dh)
+            out = weighted_attention(qm, km, vm, key_weight.reshape(M, L)).transpose(1, 2)  # (M, L, H, Dh)
+        elif self.axis == "fdp":
             h = H // 2
             o_s = spacetime_attention(q[..., :h, :], k[..., :h, :], v[..., :h, :], axis="space", backend=self.backend)
             o_t = spacetime_attention(q[..., h:, :], k[..., h:, :], v[..., h:, :], axis="time", backend=self.backend)

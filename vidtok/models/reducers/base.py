@@ -1,0 +1,117 @@
+"""The :class:`TokenReducer` interface shared by every token reducer, and helpers for masked token sets.
+
+A reducer takes the patch tokens of the current layer and returns fewer tokens, optionally a *keep* mask, and
+what a visualisation needs::
+
+    tokens (B, T, N, D) [+ keep (B, T, N), index (B, T, N), significance scores (B, T, N)]
+      └─ reducer ─► ReducerOutput(tokens (B, T', K, D), keep (B, T', K) or None, info {...})
+
+``keep`` is a float tensor: 1 for a real token, 0 for a padding slot (variable token counts batched with padding,
+ATS / mixed-scale) or a token pruned in training (DynamicViT masks instead of dropping, so gradients reach its
+predictor). The backbone turns it into a key weight of the following attention layers (masked attention, math
+path) and fills the slots with the masked mean at the end, so mean pooling stays exact.
+
+``info`` keys (all optional): ``"index"`` ``(B, T', K)`` long, the input position (``0 .. N-1`` of the original
+grid, ``-1`` for padding / coarse tokens) each output token comes from; ``"assign"`` ``(B, T, N)`` cluster of each
+input token (Token Pooling); ``"scores"`` ``(B, T, N)`` per-token significance or keep probability; ``"gate"``
+``(B, T, R)`` fine-scale probability per region (mixed-scale).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TokenReducer", "ReducerOutput", "significance_from_attn", "fill_masked", "parameter_free_scores"]
+
+
+class ReducerOutput(NamedTuple):
+    """What a reducer returns (see the module docstring)."""
+
+    tokens: torch.Tensor  # (B, T', K, D)
+    keep: torch.Tensor | None  # (B, T', K) float in {0, 1} (straight-through gradients in training) or None
+    info: dict[str, torch.Tensor]
+
+
+class TokenReducer(nn.Module):
+    """Base class: a module called by the backbone before each block in ``at_blocks`` (stage ``j`` = position in
+    ``at_blocks``), or on the embedding when ``at_embed``.
+
+    Class attributes tell the backbone what the reducer needs:
+
+    * ``uses_mask``: the output may carry a ``keep`` mask, so the blocks after it need masked attention (joint or
+      per-frame ``space`` attention in a plain :class:`~vidtok.models.vivit.Block`; not ``fsa`` / ``fdp``).
+    * ``needs_scores``: wants per-token significance scores (the class-token row of the previous block's attention,
+      or the mean attention each token receives without a class token).
+    * ``at_embed``: works on the tubelet embedding (mixed-scale tubelets); see
+      :class:`~vidtok.models.reducers.mixed_scale.MixedScaleTubelets`.
+    """
+
+    kind: str = ""
+    uses_mask: bool = False
+    needs_scores: bool = False
+    at_embed: bool = False
+
+    def __init__(self, *, at_blocks: int | list[int] | tuple[int, ...]) -> None:
+        super().__init__()
+        blocks = (at_blocks,) if isinstance(at_blocks, int) else tuple(int(b) for b in at_blocks)
+        if not blocks or any(b < 0 for b in blocks) or list(blocks) != sorted(set(blocks)):
+            raise ValueError(f"at_block must be a non-negative int or an increasing list of them, got {at_blocks!r}")
+        self.at_blocks = blocks
+
+    def reset_parameters(self) -> None:
+        """Re-apply the reducer's own initialisation (the backbone calls it after its generic init)."""
+
+    def aux_loss(self) -> torch.Tensor:
+        """Auxiliary training loss of the last forward (DynamicViT ratio loss, mixed-scale batch shaping); 0 else.
+
+        The training loop adds it to the task loss (``loss = ce + model.reducer.aux_loss()``).
+        """
+        p = next(self.parameters(), None)
+        return torch.zeros((), device=p.device if p is not None else None)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        keep: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+        stage: int = 0,
+    ) -> ReducerOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def significance_from_attn(attn: torch.Tensor, *, has_cls: bool, num_slices: int) -> torch.Tensor:
+    """Per-token significance ``(B, T, S)`` from head-averaged joint attention weights ``(B, L, L)``.
+
+    With a (global) class token first, the class token's attention row over the patch tokens (ATS); without one,
+    the mean attention each token receives over all queries.
+    """
+    s = attn[:, 0, 1:] if has_cls else attn.mean(1)  # (B, T·S)
+    return s.reshape(attn.shape[0], num_slices, -1)  # (B, T, S)
+
+
+def parameter_free_scores(x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Fallback significance ``(B, T, N)`` when no attention weights are at hand: attention of the (masked) mean
+    token of each slice to every token, on layer-normalised features without parameters."""
+    h = F.layer_norm(x.detach().float(), x.shape[-1:])
+    if keep is None:
+        q = h.mean(2, keepdim=True)
+    else:
+        q = (h * keep[..., None]).sum(2, keepdim=True) / keep.sum(2, keepdim=True).clamp_min(1)[..., None]
+    s = (h * q).sum(-1) / h.shape[-1] ** 0.5  # (B, T, N)
+    if keep is not None:
+        s = s.masked_fill(keep <= 0, float("-inf"))
+    return s.softmax(-1)
+
+
+def fill_masked(p: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Replace masked tokens of ``p`` ``(B, T, N, D)`` (``keep`` ``(B, T, N)`` == 0) by the mean of the kept tokens
+    of the clip, so a plain mean over all tokens equals the masked mean over the kept ones."""
+    w = (keep > 0).to(p.dtype)[..., None]  # (B, T, N, 1)
+    mean = (p * w).sum((1, 2), keepdim=True) / w.sum((1, 2), keepdim=True).clamp_min(1)  # (B, 1, 1, D)
+    return torch.where(w > 0, p, mean)
