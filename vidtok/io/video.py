@@ -328,6 +328,9 @@ class Video:
                 raise VideoDecodeError(self.path, f"{reader.name}: {_one_line(e)}") from e
             err = e
         self._fallback(err)
+        n = self.metadata.num_frames
+        if uniq[-1] >= n:  # PyAV may count fewer frames than the failed backend did
+            raise VideoDecodeError(self.path, f"frame index {uniq[-1]} out of range: the video has {n} frames (pyav)")
         try:
             reader = self._open_reader()
             return self._checked(reader, reader.read(uniq), len(uniq))
