@@ -457,6 +457,8 @@ def train(
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if tc.compile:
+        ddp_model = torch.compile(ddp_model)  # the weights stay shared with `model` (checkpoints, EMA, eval)
     num_classes = cfg.model.num_classes
     if not class_names:
         num_classes = int(getattr(model, "num_classes", num_classes))
