@@ -32,12 +32,16 @@ FORCE = (None, "fine", "coarse")
 
 
 def beta_cdf(x: torch.Tensor, a: float, b: float, *, steps: int = 4096) -> torch.Tensor:
-    """Beta(a, b) CDF at ``x`` ∈ [0, 1] from a tabulated midpoint integral, linearly interpolated (differentiable in
-    ``x``: the slope is the tabulated density)."""
-    g = (torch.arange(steps, device=x.device, dtype=torch.float64) + 0.5) / steps
-    logpdf = (a - 1) * torch.log(g) + (b - 1) * torch.log1p(-g)
-    pdf = torch.exp(logpdf - logpdf.max())
-    cdf = torch.cat([pdf.new_zeros(1), pdf.cumsum(0)])
+    """Beta(a, b) CDF at ``x`` ∈ [0, 1] from a tabulated integral, linearly interpolated (differentiable in ``x``:
+    the slope is the tabulated density). Each cell integrates the factor that may be singular at its end of [0, 1]
+    exactly (x^(a-1) on the left half, (1-x)^(b-1) on the right) times the other factor at the cell midpoint."""
+    e = torch.arange(steps + 1, device=x.device, dtype=torch.float64) / steps  # knots
+    x0, x1 = e[:-1], e[1:]
+    m = (x0 + x1) / 2
+    left = (x1**a - x0**a) / a * (1 - m) ** (b - 1)
+    right = ((1 - x0) ** b - (1 - x1) ** b) / b * m ** (a - 1)
+    cell = torch.where(m < 0.5, left, right)
+    cdf = torch.cat([cell.new_zeros(1), cell.cumsum(0)])
     cdf = (cdf / cdf[-1]).to(x.dtype)  # (steps + 1,) at knots i / steps
     pos = x.clamp(0, 1) * steps
     i = pos.detach().floor().clamp(max=steps - 1).long()
