@@ -104,7 +104,10 @@ def test_matches_independent_oracle(job):
     from vidtok.data.transforms import EvalTransform
 
     path = job["good"][2]
-    rows = classify([path], job["ckpt"], topk=3, views="3x3", backend="pyav", num_workers=1)
+    run = job["root"] / "run"  # a `vidtok train` run folder works as --checkpoint too
+    run.mkdir(exist_ok=True)
+    shutil.copy(job["ckpt"], run / "model.safetensors")
+    rows = vidtok.classify([path], run, topk=3, views="3x3", backend="pyav", num_workers=1)
     assert len(rows) == 1 and rows[0]["views"] == 9
     model = vidtok.load_model(job["ckpt"])
     frames = torch.from_numpy(decode_all(path))
