@@ -2,8 +2,8 @@
 evaluate on held-out videos -> (classify / embed the held-out folder when those commands exist) -> print where the
 outputs are.
 
-The recipe is ``configs/demo_vidtok_ti.yaml`` (the copy below is used when vidtok is installed without the repo's
-configs/ folder). The synthetic classes differ only in motion, so the frame-shuffled control (``shuffle_frames``)
+The recipe is ``configs/demo_vidtok_ti.yaml`` (read from the repository checkout next to the package). The
+synthetic classes differ only in motion, so the frame-shuffled control (``shuffle_frames``)
 must stay near chance while the normal run reaches >= 90 % top-1.
 """
 
@@ -21,7 +21,6 @@ from vidtok.config import Config, apply_overrides, config_from_dict
 
 __all__ = ["DEMO_RECIPE", "demo_config", "run_demo"]
 
-# Mirrors configs/demo_vidtok_ti.yaml (tests check that they agree).
 DEMO_RECIPE = "demo_vidtok_ti.yaml"
 
 # The synthetic dataset the demo writes: 4 motion classes (right, left, up, down), 64 px, 32 frames.
