@@ -19,12 +19,12 @@ from vidtok.cli import cli
 from vidtok.data.synthetic import MOTIONS, make_synthetic_dataset, render_video
 from vidtok.io import open_video
 
-PER_CLASS, SIZE, FRAMES = 10, 48, 16
+PER_CLASS, SIZE, FRAMES = 16, 48, 16
 
 
 @pytest.fixture(scope="module")
 def decoded(tmp_path_factory) -> tuple[Path, dict[str, list[torch.Tensor]]]:
-    """All 8 classes x 10 videos, written as H.264 and decoded back: {class: [uint8 (T, H, W, 3)]}."""
+    """All 8 classes x 16 videos, written as H.264 and decoded back: {class: [uint8 (T, H, W, 3)]}."""
     root = tmp_path_factory.mktemp("synth8")
     make_synthetic_dataset(root, num_classes=8, per_class=PER_CLASS, val_per_class=1, seed=1, size=SIZE, frames=FRAMES)
     out: dict[str, list[torch.Tensor]] = {m: [] for m in MOTIONS}
