@@ -287,12 +287,17 @@ def _run_loop(
     with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
         received = 0
         while finished < len(paths):
+            arrived = 0
             if received < len(paths) and queued_views < cap:
-                # block for a result only when there is not a full batch to run; take no more than `cap` views so
-                # that decoded videos wait in the pool, whose back-pressure then stops giving workers new files
-                item = pool.get(timeout=None if queued_views < batch_size else 0)
+                # Wait for decoded videos: without limit when there is nothing to run, briefly when a partial batch
+                # is waiting (if decoding is the bottleneck, partial batches cost nothing and rows get written
+                # sooner), not at all when a full batch is ready. Take no more than `cap` views, so that decoded
+                # videos wait in the pool, whose back-pressure then stops giving workers new files.
+                wait = None if queued_views == 0 else (0.0 if queued_views >= batch_size else 0.2)
+                item = pool.get(timeout=wait)
                 while item is not None:
                     received += 1
+                    arrived += 1
                     tid, path, result = item
                     if isinstance(result, str):
                         state[tid] = {"path": path, "info": None, "out": {}, "left": 0}
@@ -306,7 +311,7 @@ def _run_loop(
                             queue_.append([tid, views, 0])
                             queued_views += len(views)
                     item = pool.get(timeout=0) if received < len(paths) and queued_views < cap else None
-            if queued_views >= batch_size or (received == len(paths) and queued_views > 0):
+            if queued_views >= batch_size or (queued_views > 0 and (arrived == 0 or received == len(paths))):
                 run_batch()
 
 
