@@ -116,3 +116,10 @@ def test_cli_help_and_errors(tmp_path):
     assert r.exit_code != 0 and r.output.startswith("error:") and "nope.safetensors" in r.output
     r = CliRunner().invoke(cli, ["embed", str(tmp_path), "-c", "x", "--out", str(tmp_path / "e.txt")])
     assert r.exit_code == 2 and "format" in r.output
+
+
+def test_cli_rejects_bad_numbers_before_work(tmp_path):
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    for opt in (["--workers", "0"], ["--timeout", "0"], ["--batch-size", "0"]):
+        r = CliRunner().invoke(cli, ["classify", str(tmp_path), "-c", "missing.safetensors", *opt])
+        assert r.exit_code == 2 and r.output.startswith("error:") and opt[0] in r.output, r.output

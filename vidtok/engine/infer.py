@@ -179,7 +179,7 @@ class _Dist:
         return t.tolist()
 
     def close(self) -> None:
-        pass
+        """Nothing to release: a group this created stays up for later calls and is destroyed at exit."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -340,6 +340,15 @@ def _prepare_job(
     return files, todo[dist.rank :: dist.world], len(files) - len(todo), writer
 
 
+def _check_common(batch_size: int, num_workers: int, timeout: float) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: must be an int >= 1", key="batch_size")
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ConfigError(f"--workers {num_workers!r}: must be an int >= 1 (decoding is isolated in workers)")
+    if not timeout > 0:
+        raise ConfigError(f"--timeout {timeout!r}: must be > 0 seconds", key="timeout")
+
+
 def _report(verbose: bool, kind: str, dist: _Dist, counts: dict, skipped: int, t0: float, out) -> None:
     """The end summary (rank 0): this run's ok / failed over all ranks, skipped, and where the error list is."""
     n_ok, n_err = dist.sum([counts["ok"], counts["error"]])
@@ -408,8 +417,7 @@ def classify(
         _fmt_of(Path(out), CLASSIFY_FORMATS, "classify")  # a bad --out fails before the model is loaded
     if not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size!r}: must be an int >= 1", key="batch_size")
+    _check_common(batch_size, num_workers, timeout)
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
@@ -557,8 +565,7 @@ def embed(
     if per_video and (window is not None or hop is not None):
         raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size!r}: must be an int >= 1", key="batch_size")
+    _check_common(batch_size, num_workers, timeout)
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
