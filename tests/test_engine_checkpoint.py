@@ -91,6 +91,7 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
         ck.load_latest(tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_state_file_never_unpickles_code(tmp_path):
     w = _save(tmp_path, 3)
     s = w.with_name("ckpt_00000003.state.pt")
