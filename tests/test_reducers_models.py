@@ -210,3 +210,13 @@ def test_reducer_from_yaml_config_and_checkpoint_roundtrip(tmp_path):
         torch.testing.assert_close(again(x), model(x))
     with pytest.raises(ConfigError, match=r"depth=3\), got 5"):
         create_model("vidtok_ti", **{**TINY, "token_reducer": {"kind": "ats", "at_block": 5}})
+
+
+@pytest.mark.parametrize("kind", list(REDUCERS))
+def test_describe_model_names_the_reducer(kind):
+    from vidtok.models import describe_model
+
+    cfg = load_config(None, ["model.name=vivit_ti16x2", "model.img_size=64", "model.num_frames=4"])
+    cfg.model.extra = {"depth": 3, "embed_dim": 32, "num_heads": 2, "token_reducer": REDUCERS[kind]}
+    d = describe_model("vivit_ti16x2", cfg.model)
+    assert kind in d["tokens"] and float(d["flops"].split()[0]) >= 0

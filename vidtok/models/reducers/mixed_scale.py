@@ -20,6 +20,8 @@ and the gate stays decisive. A gate forced to "fine" gives exactly the plain tub
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,7 +113,7 @@ class MixedScaleTubelets(TokenReducer):
     def reset_parameters(self) -> None:
         """The gate starts undecided-by-content: P(fine) = ``fine_ratio`` for every region."""
         nn.init.zeros_(self.gate[-1].weight)
-        nn.init.constant_(self.gate[-1].bias, float(torch.logit(torch.tensor(self.fine_ratio))))
+        nn.init.constant_(self.gate[-1].bias, math.log(self.fine_ratio / (1 - self.fine_ratio)))
 
     def extra_repr(self) -> str:
         return f"fine_ratio={self.fine_ratio}, force={self.force}"
@@ -172,6 +174,8 @@ class MixedScaleTubelets(TokenReducer):
         zf = z[..., region]  # (B, T', N)
         cand = torch.cat([x * zf[..., None], coarse * (1 - z)[..., None]], dim=2)  # (B, T', N + R, D)
         sel = torch.cat([zf, 1 - z], dim=2).detach() > 0.5  # (B, T', N + R)
+        if x.device.type == "meta":  # shape-only pass (FLOP counting on the meta device): the all-fine upper bound
+            return ReducerOutput(x, None, {"gate": g, "fine": z.detach()})
         L = int(sel.sum(-1).max())
         order = torch.sort((~sel).to(torch.int8), dim=2, stable=True).indices[..., :L]  # selected first, in order
         out = cand.gather(2, order[..., None].expand(B, T, L, D))  # (B, T', L, D)
