@@ -284,35 +284,44 @@ def _run_loop(
         finished += 1
         progress.video_done()
 
-    with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
-        received = 0
-        while finished < len(paths):
-            arrived = 0
-            if received < len(paths) and queued_views < cap:
-                # Wait for decoded videos: without limit when there is nothing to run, briefly when a partial batch
-                # is waiting (if decoding is the bottleneck, partial batches cost nothing and rows get written
-                # sooner), not at all when a full batch is ready. Take no more than `cap` views, so that decoded
-                # videos wait in the pool, whose back-pressure then stops giving workers new files.
-                wait = None if queued_views == 0 else (0.0 if queued_views >= batch_size else 0.2)
-                item = pool.get(timeout=wait)
-                while item is not None:
-                    received += 1
-                    arrived += 1
-                    tid, path, result = item
-                    if isinstance(result, str):
-                        state[tid] = {"path": path, "info": None, "out": {}, "left": 0}
-                        finish(tid, error=result)
-                    else:
-                        info, views = result
-                        state[tid] = {"path": path, "info": info, "out": {}, "left": len(views)}
-                        if len(views) == 0:
-                            finish(tid, error="no views")
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        # Leave a core to each decode worker: an oversubscribed OpenMP pool spins against the decoders (measured
+        # up to 2x slower end to end on a 2-core machine). Restored on exit.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, min(threads, cores - num_workers)))
+    try:
+        with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
+            received = 0
+            while finished < len(paths):
+                arrived = 0
+                if received < len(paths) and queued_views < cap:
+                    # Wait for decoded videos: without limit when there is nothing to run, briefly when a partial batch
+                    # is waiting (if decoding is the bottleneck, partial batches cost nothing and rows get written
+                    # sooner), not at all when a full batch is ready. Take no more than `cap` views, so that decoded
+                    # videos wait in the pool, whose back-pressure then stops giving workers new files.
+                    wait = None if queued_views == 0 else (0.0 if queued_views >= batch_size else 0.2)
+                    item = pool.get(timeout=wait)
+                    while item is not None:
+                        received += 1
+                        arrived += 1
+                        tid, path, result = item
+                        if isinstance(result, str):
+                            state[tid] = {"path": path, "info": None, "out": {}, "left": 0}
+                            finish(tid, error=result)
                         else:
-                            queue_.append([tid, views, 0])
-                            queued_views += len(views)
-                    item = pool.get(timeout=0) if received < len(paths) and queued_views < cap else None
-            if queued_views >= batch_size or (queued_views > 0 and (arrived == 0 or received == len(paths))):
-                run_batch()
+                            info, views = result
+                            state[tid] = {"path": path, "info": info, "out": {}, "left": len(views)}
+                            if len(views) == 0:
+                                finish(tid, error="no views")
+                            else:
+                                queue_.append([tid, views, 0])
+                                queued_views += len(views)
+                        item = pool.get(timeout=0) if received < len(paths) and queued_views < cap else None
+                if queued_views >= batch_size or (queued_views > 0 and (arrived == 0 or received == len(paths))):
+                    run_batch()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _prepare_job(
