@@ -201,3 +201,19 @@ def test_build_reducer_validates():
         build_reducer("dynamicvit", dim=8, at_block=[2, 1])
     with pytest.raises(ValueError, match="unexpected keyword"):
         build_reducer("token_pooling", dim=8, at_block=1, clusters=3)
+
+
+def test_weighted_attention_gradient_stays_bounded_when_a_masked_key_dominates():
+    """A masked key scoring far above every kept one must not blow up the straight-through gradient (it did before
+    the softmax was stabilised over kept keys: DynamicViT training diverged)."""
+    q = torch.zeros(1, 1, 4, 2)
+    q[..., 0] = 1.0
+    k = torch.zeros(1, 1, 4, 2)
+    k[0, 0, 3, 0] = 200.0  # key 3 dominates every row
+    v = torch.randn(1, 1, 4, 2, generator=torch.Generator().manual_seed(8))
+    w = torch.tensor([[1.0, 1.0, 0.0, 0.0]], requires_grad=True)
+    out = weighted_attention(q, k, v, w)
+    ref = F.scaled_dot_product_attention(q[:, :, :2], k[:, :, :2], v[:, :, :2])
+    torch.testing.assert_close(out[:, :, :2], ref)  # masked key 3 has no effect on kept queries
+    out.sum().backward()
+    assert torch.isfinite(w.grad).all() and w.grad.abs().max() < 10 * v.abs().max()

@@ -31,11 +31,16 @@ def weighted_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: tor
     ``q, k, v`` ``(M, H, L, Dh)``, ``w`` ``(M, L)``: ``a_ij = exp(s_ij) G_ij / Σ_k exp(s_ik) G_ik`` with
     ``G_ij = w_j`` for ``i ≠ j`` and 1 on the diagonal (a masked token still attends to itself, so every row is
     defined). ``w`` may carry straight-through gradients; all ones equals plain attention.
+
+    The softmax is stabilised by the row maximum over *kept* keys (``G > 0.5``) and masked keys' terms are capped at
+    that maximum: values are unchanged (their weight is 0), but the straight-through gradient to a masked key's weight
+    stays bounded (a masked key scoring far above every kept one would otherwise give ~1/Z ≫ 1 and blow up training).
     """
     s = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5  # (M, H, L, L)
-    e = (s - s.amax(-1, keepdim=True).detach()).exp()
     eye = torch.eye(s.shape[-1], device=s.device, dtype=s.dtype)
     g = w.float()[:, None, None, :] * (1 - eye) + eye  # (M, 1, L, L)
+    m = s.masked_fill(g <= 0.5, float("-inf")).amax(-1, keepdim=True).detach()  # finite: the diagonal is kept
+    e = (s - m).clamp(max=0).exp()
     a = e * g
     a = a / a.sum(-1, keepdim=True)
     return (a @ v.float()).to(v.dtype)

@@ -42,7 +42,7 @@ class TokenPredictor(nn.Module):
         d = h.shape[-1] // 2
         local, glob = h[..., :d], h[..., d:]
         w = keep[..., None]
-        glob = (glob * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1e-6)  # (M, 1, D/2)
+        glob = (glob * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)  # (M, 1, D/2); w: 0/1
         h = torch.cat([local, glob.expand_as(local)], dim=-1)
         return F.log_softmax(self.out_conv(h), dim=-1)
 
