@@ -37,6 +37,15 @@ def test_demo_pipeline_and_eval_cli(tmp_path):
     text = "\n".join(lines)
     assert "held-out top-1" in text and "top-5" in text and str(out / "run" / "model.safetensors") in text
     assert res["chance"] == 25.0 and json.loads((out / "eval" / "metrics.json").read_text())["num_samples"] == 8
+    # the other two user jobs and the pictures ran on the held-out folder: one row / vector per video
+    import pyarrow.parquet as pq
+
+    preds = (out / "predictions.csv").read_text().strip().splitlines()
+    assert len(preds) == 1 + 8 and all(",ok," in row for row in preds[1:]), preds
+    assert pq.read_table(out / "embeddings.parquet").num_rows == 8
+    for f in ("curves.png", "tokenlearner_overlay.png"):
+        assert (out / "pictures" / f).read_bytes()[:4] == b"\x89PNG", f
+    assert str(out / "pictures" / "tokenlearner_overlay.png") in text
 
     r = CliRunner().invoke(
         cli,

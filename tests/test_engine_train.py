@@ -221,3 +221,36 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     assert max(abs(x - y) for x, y in zip(la, lb, strict=True)) < 1e-4
     # only rank 0 wrote: one set of checkpoints, the evaluation saw all 10 validation clips once
     assert len(list_checkpoints(tmp_path / "ddp")) == 2
+
+
+class _ConstantAuxReducer(torch.nn.Module):
+    """Stands in for a token reducer with a training loss (DynamicViT's ratio loss, mixed-scale batch shaping)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def aux_loss(self) -> torch.Tensor:
+        self.calls += 1
+        return 50.0 * self.w  # differentiable, so the optimizer sees it too
+
+
+class _NetWithReducer(TinyVideoNet):
+    def __init__(self):
+        super().__init__()
+        self.reducer = _ConstantAuxReducer()
+
+    def get_layer_id(self, name: str) -> int:
+        return 1 if name.startswith("reducer") else super().get_layer_id(name)
+
+
+def test_reducer_aux_loss_is_added_to_the_training_loss(tmp_path):
+    cfg = tiny_config(0, epochs=1, log_every=1, weight_decay=0.0)
+    torch.manual_seed(0)
+    model = _NetWithReducer()
+    train(cfg, tmp_path / "run", model=model, train_dataset=MotionDataset(24), progress=False, log=lambda m: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "step"]
+    assert losses and min(losses) > 45  # CE alone is ~1.1 for 3 classes
+    assert model.reducer.calls >= len(losses) and float(model.reducer.w) < 1.0  # its gradient reached the optimizer

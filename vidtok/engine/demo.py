@@ -1,6 +1,6 @@
 """The end-to-end demo behind ``vidtok demo`` / ``make demo``: synthetic motion data -> train vidtok_ti on the CPU ->
-evaluate on held-out videos -> (classify / embed the held-out folder when those commands exist) -> print where the
-outputs are.
+evaluate on held-out videos -> classify and embed the held-out folder -> draw the TokenLearner overlay and the
+training curves -> print where the outputs are.
 
 The recipe is ``configs/demo_vidtok_ti.yaml`` (read from the repository checkout next to the package). The
 synthetic classes differ only in motion, so the frame-shuffled control (``shuffle_frames``)
@@ -126,6 +126,11 @@ def run_demo(
     )
     files = write_report(res, out / f"eval{suffix}")
     times["eval"] = time.time() - t2
+
+    extra: dict[str, Path] = {}
+    if not shuffle_frames:  # the control only needs its accuracy
+        extra = _classify_embed_draw(run_dir, model, data_root / "val", out, echo)
+        times["infer"] = time.time() - t2 - times["eval"]
     times["total"] = time.time() - t0
     echo("")
     echo(format_report(res))
@@ -141,6 +146,15 @@ def run_demo(
     echo(f"  training metrics   {run_dir / 'metrics.jsonl'}")
     echo(f"  confusion matrix   {files['confusion']}")
     echo(f"  per-class accuracy {files['per_class']}")
+    for label, key in (
+        ("predictions", "predictions"),
+        ("embeddings", "embeddings"),
+        ("curves", "curves"),
+        ("overlay", "overlay"),
+        ("overlay (gif)", "overlay_gif"),
+    ):
+        if key in extra:
+            echo(f"  {label:<18} {extra[key]}")
     return {
         "top1": res["top1"],
         "top5": res["top5"],
@@ -150,4 +164,23 @@ def run_demo(
         "run": str(run_dir),
         "eval": str(out / f"eval{suffix}"),
         "train": result,
+        **{k: str(v) for k, v in extra.items()},
     }
+
+
+def _classify_embed_draw(run_dir: Path, model: Any, val_dir: Path, out: Path, echo: Callable[[str], None]) -> dict:
+    """The other two user jobs on the held-out folder, plus the pictures: what a user does after training."""
+    from vidtok.engine.infer import classify, embed
+    from vidtok.viz import write_run_pictures
+
+    echo(f"[+] classifying and embedding {val_dir}")
+    preds, emb = out / "predictions.csv", out / "embeddings.parquet"
+    rows = classify(val_dir, model, topk=2, out=preds, overwrite=True, num_workers=1)
+    ok = sum(r["status"] == "ok" for r in rows)
+    hits = sum(r["status"] == "ok" and Path(r["path"]).parent.name == r["labels"][0] for r in rows)
+    echo(f"    classify: {ok}/{len(rows)} videos, folder label == top-1 for {hits}")
+    res = embed(val_dir, model, out=emb, per_video=True, normalize=True, overwrite=True, num_workers=1)
+    echo(f"    embed: {len(res['index'])} vectors of size {res['embeddings'].shape[-1]}")
+    first = sorted(val_dir.rglob("*.mp4"))[0]
+    pictures = write_run_pictures(run_dir, first, out / "pictures", echo=lambda m: echo(f"    {m}"))
+    return {"predictions": preds, "embeddings": emb, **pictures}

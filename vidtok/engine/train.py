@@ -453,6 +453,7 @@ def train(
     metrics = _Metrics(run_dir, main, truncate_after_step=step if resumed is not None else None)
 
     ddp_model = model
+    reducer = getattr(model, "reducer", None)  # token reducers with a training loss of their own
     if dist_info.distributed:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -562,6 +563,8 @@ def train(
                             loss = soft_cross_entropy(logits, target)
                         else:
                             loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
+                        if reducer is not None:  # DynamicViT ratio loss / mixed-scale batch shaping (0 for others)
+                            loss = loss + reducer.aux_loss().float()
                         scaled = loss / tc.accum_steps
                         (scaler.scale(scaled) if scaler is not None else scaled).backward()
                     loss_sum += loss.detach()
