@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import average_fps, iso_bmff_rotation, short_side_size
+from vidtok.io.backends.common import average_fps, iso_bmff_rotation, resize_short_side
 from vidtok.io.video import VideoMetadata
 
 
@@ -54,12 +54,10 @@ class DecordReader:
         if rot:
             # decord handles display rotation inconsistently (crashes on 90, rotates on 270): let PyAV read it.
             raise VideoDecodeError(path, f"decord does not read rotated videos correctly (rotation {rot})")
-        kw: dict[str, Any] = {}
-        if short_side is not None and w and h:
-            oh, ow = short_side_size(h, w, short_side)
-            kw = {"width": ow, "height": oh}
+        # decord's own decode-time resize (width/height) differs from the other backends: resize after decoding.
+        self._short_side = short_side
         try:
-            self._vr: Any = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads, **kw)
+            self._vr: Any = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
         except Exception as e:
             raise VideoDecodeError(path, f"decord cannot open it: {_msg(e)}") from e
         n = len(self._vr)
@@ -77,9 +75,11 @@ class DecordReader:
 
     def read(self, indices: list[int]) -> torch.Tensor:
         batch = self._vr.get_batch(indices)  # (N, H, W, 3) uint8
-        if isinstance(batch, torch.Tensor):  # someone (e.g. pytorchvideo) set decord's global bridge to torch
-            return batch
-        return torch.from_numpy(batch.asnumpy())
+        if not isinstance(batch, torch.Tensor):  # a tensor if someone (e.g. pytorchvideo) set decord's bridge to torch
+            batch = torch.from_numpy(batch.asnumpy())
+        if self._short_side is not None:
+            batch = resize_short_side(batch, self._short_side).contiguous()
+        return batch
 
     def close(self) -> None:
         self._vr = None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import average_fps, iso_bmff_rotation, short_side_size
+from vidtok.io.backends.common import average_fps, iso_bmff_rotation, resize_short_side
 from vidtok.io.video import VideoMetadata
 
 # Decoders whose non-reference frames may be skipped when not wanted (checked for exactness in tests/test_io_*).
@@ -243,28 +243,30 @@ class PyAVReader:
 
     def _to_array(self, frame: Any) -> np.ndarray:
         # Same swscale conversion as frame.to_ndarray(format="rgb24") (bit-identical), but with one cached context
-        # instead of a new one per frame.
-        if self._short_side is None:
-            return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
-        h, w = short_side_size(frame.height, frame.width, self._short_side)
-        return self._reformatter.reformat(
-            frame, width=w, height=h, format="rgb24", interpolation="BILINEAR"
-        ).to_ndarray()
+        # instead of a new one per frame. to_ndarray is a view of the converted frame's buffer (no copy).
+        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
 
     # ---------------------------------------------------------------- read
     def read(self, indices: list[int]) -> torch.Tensor:
         if self._container is None:
             raise VideoDecodeError(self.path, "video is closed")
-        arrays = self._read_sequential(indices) if self._sequential else self._read_by_pts(indices)
-        return torch.from_numpy(np.stack(arrays))
+        out = _FrameSink(len(indices))
+        if self._sequential:
+            self._read_sequential(indices, out)
+        else:
+            self._read_by_pts(indices, out)
+        frames = torch.from_numpy(out.array())
+        if self._short_side is not None:
+            # one batched resize: torchvision's uint8 kernel computes its filter weights once per call
+            frames = resize_short_side(frames, self._short_side).contiguous()
+        return frames
 
-    def _read_by_pts(self, indices: list[int]) -> list[np.ndarray]:
-        out = []
+    def _read_by_pts(self, indices: list[int], out: _FrameSink) -> None:
         self._wanted = {self._pts[i] for i in indices}
         for idx in indices:
             t = self._pts[idx]
             if self._last_frame is not None and self._last_pts == t:
-                out.append(self._to_array(self._last_frame))
+                out.add(self._to_array(self._last_frame))
                 continue
             k = bisect.bisect_right(self._key_pts, t) - 1  # last keyframe at or before t
             if k < 0:
@@ -279,26 +281,23 @@ class PyAVReader:
                         self.path, f"frame {idx} could not be decoded (stream ended after {self.frames_decoded} frames)"
                     )
                 if f.pts == t:
-                    out.append(self._to_array(f))
+                    out.add(self._to_array(f))
                     break
                 if f.pts is not None and f.pts > t:
                     # Output is in presentation order, so a later frame means the decoder dropped this one.
                     raise VideoDecodeError(self.path, f"frame {idx} is missing from the decoded stream (corrupt data)")
-        return out
 
-    def _read_sequential(self, indices: list[int]) -> list[np.ndarray]:
-        out = []
+    def _read_sequential(self, indices: list[int], out: _FrameSink) -> None:
         for idx in indices:
             if self._last_frame is not None and self._ordinal == idx:
-                out.append(self._to_array(self._last_frame))
+                out.add(self._to_array(self._last_frame))
                 continue
             if self._gen is None or self._ordinal >= idx:
                 self._restart()
             while self._ordinal < idx:
                 if self._next_frame() is None:
                     raise VideoDecodeError(self.path, f"frame {idx} could not be decoded (stream has fewer frames)")
-            out.append(self._to_array(self._last_frame))
-        return out
+            out.add(self._to_array(self._last_frame))
 
     def close(self) -> None:
         self._gen = None
@@ -308,6 +307,28 @@ class PyAVReader:
                 self._container.close()
             finally:
                 self._container = None
+
+
+class _FrameSink:
+    """Converted frames copied straight into one uint8 ``(N, H, W, 3)`` array, allocated at the first frame (one copy
+    per frame, instead of a list of frames plus ``np.stack``)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.buf: np.ndarray | None = None
+        self.i = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.buf is None:
+            self.buf = np.empty((self.n, *frame.shape), np.uint8)
+        elif frame.shape != self.buf.shape[1:]:
+            raise RuntimeError(f"frame size changed mid-stream: {frame.shape} after {self.buf.shape[1:]}")
+        self.buf[self.i] = frame
+        self.i += 1
+
+    def array(self) -> np.ndarray:
+        assert self.buf is not None and self.i == self.n, (self.i, self.n)
+        return self.buf
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

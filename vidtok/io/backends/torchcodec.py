@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import rotation_degrees, short_side_size
+from vidtok.io.backends.common import resize_short_side, rotation_degrees
 from vidtok.io.video import VideoMetadata
 
 
@@ -80,20 +80,8 @@ class TorchCodecReader:
         if self._undo_k:
             x = torch.rot90(x, self._undo_k, dims=(1, 2)).contiguous()
         if self._short_side is not None:
-            x = _resize(x, self._short_side)
+            x = resize_short_side(x, self._short_side).contiguous()
         return x
 
     def close(self) -> None:
         self._dec = None
-
-
-def _resize(x: torch.Tensor, short_side: int) -> torch.Tensor:
-    """Bilinear resize of uint8 (N, H, W, 3) frames to the given short side."""
-    n, h, w, _ = x.shape
-    oh, ow = short_side_size(h, w, short_side)
-    if (oh, ow) == (h, w):
-        return x
-    y = torch.nn.functional.interpolate(
-        x.permute(0, 3, 1, 2).float(), size=(oh, ow), mode="bilinear", align_corners=False, antialias=True
-    )
-    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
