@@ -122,6 +122,36 @@ def test_matches_independent_oracle(job):
     assert rows[0]["labels"] == [["a", "b", "c"][i] for i in idx.tolist()]
 
 
+def test_cpu_streams_split_batches_same_results(job):
+    """On CPU each batch is split over model threads; the rows equal a one-stream run, torch's threads are restored."""
+    import threading
+
+    model = vidtok.load_model(job["ckpt"])
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append((threading.current_thread().name, a[0].shape[0])))
+    threads = torch.get_num_threads()
+    kw = dict(topk=3, backend="pyav", num_workers=1, batch_size=4)
+    one = classify(job["good"], model, streams=1, **kw)
+    assert {n for n, _ in seen} == {threading.current_thread().name}
+    seen.clear()
+    three = classify(job["good"], model, streams=3, **kw)
+    assert torch.get_num_threads() == threads
+    assert {n for n, _ in seen} <= {f"vidtok-model_{i}" for i in range(3)} and len({n for n, _ in seen}) > 1
+    assert max(b for _, b in seen) <= 2  # a batch of 4 views in parts of 2, 1, 1
+    for a, b in zip(one, three, strict=True):
+        _same(a, b)
+
+
+def test_cpu_streams_plan(monkeypatch):
+    from vidtok.engine.infer import cpu_streams
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert cpu_streams(16) == (8, 1)  # one model thread per core
+    assert cpu_streams(4) == (4, 2)  # no more parts than clips in a batch; the cores go to intra-op threads
+    assert cpu_streams(16, 2) == (2, 4)
+    assert cpu_streams(1) == (1, 8)
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_output_formats_agree(job, reference, tmp_path, fmt):
     out = tmp_path / f"preds.{fmt}"

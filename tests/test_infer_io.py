@@ -120,6 +120,6 @@ def test_cli_help_and_errors(tmp_path):
 
 def test_cli_rejects_bad_numbers_before_work(tmp_path):
     (tmp_path / "v.mp4").write_bytes(b"x")
-    for opt in (["--workers", "0"], ["--timeout", "0"], ["--batch-size", "0"]):
+    for opt in (["--workers", "0"], ["--timeout", "0"], ["--batch-size", "0"], ["--streams", "-1"]):
         r = CliRunner().invoke(cli, ["classify", str(tmp_path), "-c", "missing.safetensors", *opt])
         assert r.exit_code == 2 and r.output.startswith("error:") and opt[0] in r.output, r.output

@@ -338,6 +338,12 @@ def _infer_options(f):
             click.option("--batch-size", default=16, show_default=True, help="Clips per forward pass (across videos)."),
             click.option("--workers", "num_workers", default=2, show_default=True, help="Decode processes."),
             click.option("--timeout", default=120.0, show_default=True, help="Seconds one file may take to decode."),
+            click.option(
+                "--streams",
+                default=0,
+                show_default=True,
+                help="CPU only: model calls run side by side on parts of each batch (0 = one per core).",
+            ),
             click.option("--resume", is_flag=True, help="Skip videos already in --out (repairs a half-written one)."),
             click.option("--retry-failed", is_flag=True, help="With --resume: try failed videos again."),
             click.option("--overwrite", is_flag=True, help="Start --out again if it exists."),
@@ -388,6 +394,7 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
     from vidtok.engine.infer import classify as run
 
     quiet = kw.pop("quiet")
+    kw["streams"] = kw["streams"] or None
     kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
     rows = run(list(paths), checkpoint, topk=topk, views=views, out=out, verbose=not quiet, **kw)
     if out is None:
@@ -431,6 +438,7 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
     from vidtok.engine.infer import embed as run
 
     quiet = kw.pop("quiet")
+    kw["streams"] = kw["streams"] or None
     kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
     run(
         list(paths),
