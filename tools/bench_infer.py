@@ -4,7 +4,9 @@ Three ways to classify the same folder of generated Kinetics-like videos (340-pi
 with one keyframe every 250 frames, as YouTube-sourced Kinetics clips commonly are), side by side in one process:
 
 * ``model only``: the views of every video already decoded and cut in memory (uint8), only normalise + model on
-  batches of ``--batch-size`` clips. The ceiling: decoding costs nothing.
+  batches of ``--batch-size`` clips, run the way classify runs it (on CPU: each batch split over
+  ``vidtok.engine.infer.cpu_streams`` model threads). The ceiling: decoding costs nothing. A second row runs one
+  plain call per batch with torch's default threads, for reference.
 * ``vidtok classify``: ``vidtok.classify`` end to end (discovery, ``--workers`` decode processes overlapped with the
   model, batches across videos, CSV written as videos finish), timed from the call to its return.
 * ``naive loop``: what a user would write: for each video, open, decode its views, transform, run the model, next.
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +102,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--backend", default="auto")
     args = ap.parse_args()
+    if args.crop > args.short_side:
+        ap.error(f"--crop {args.crop} is larger than --short-side {args.short_side}")
 
     import torch
 
     import vidtok
     from vidtok.data.samplers import uniform_clips
     from vidtok.data.transforms import EvalTransform
-    from vidtok.engine.infer import _normalizer, _resolve_amp, _resolve_device, classify, parse_views
+    from vidtok.engine.infer import _normalizer, _resolve_amp, _resolve_device, classify, cpu_streams, parse_views
     from vidtok.engine.infer_workers import ViewSpec, prepare_views
     from vidtok.io import open_video, resolve_backend
     from vidtok.models.hub import save_model
@@ -164,20 +168,34 @@ def main() -> None:
         )
     sync()
 
-    # 1) model only, on every video's views already in memory; the ceiling is the faster of all cores and the
-    #    thread count classify uses on CPU (cores - workers): on a busy machine fewer OpenMP threads can win
+    # 1) model only, on every video's views already in memory, (a) run the way classify runs it (on CPU: the batch
+    #    split over cpu_streams() model threads): the ceiling for the end-to-end ratio; (b) one plain call per batch
+    #    with torch's default threads (what a user's own loop does), for reference
     views = np.concatenate([prepare_views(str(p), spec)[1] for p in paths])  # (N, 3, T, c, c) uint8
     default_threads = torch.get_num_threads()
-    t_model, best_threads = float("inf"), default_threads
-    for threads in sorted({default_threads, max(1, (os.cpu_count() or 1) - args.workers)}, reverse=True):
+    n_streams, per_stream = cpu_streams(args.batch_size) if device.type == "cpu" else (1, default_threads)
+    pool = ThreadPoolExecutor(n_streams) if n_streams > 1 else None
+
+    def run_streams(x: torch.Tensor) -> list:
+        if pool is None:
+            return [run(x)]
+        return list(pool.map(run, [c for c in x.tensor_split(n_streams) if len(c)]))
+
+    def time_model(fn, threads: int, views: np.ndarray) -> float:
         torch.set_num_threads(threads)
+        fn(norm(torch.from_numpy(views[: args.batch_size]).to(device)))  # warm-up at this thread count
+        sync()
         t0 = time.perf_counter()
         for i in range(0, len(views), args.batch_size):
-            run(norm(torch.from_numpy(views[i : i + args.batch_size]).to(device)))
+            fn(norm(torch.from_numpy(views[i : i + args.batch_size]).to(device)))
         sync()
-        if time.perf_counter() - t0 < t_model:
-            t_model, best_threads = time.perf_counter() - t0, threads
+        return time.perf_counter() - t0
+
+    t_model = time_model(run_streams, per_stream, views)
+    t_plain = time_model(run, default_threads, views)
     torch.set_num_threads(default_threads)
+    if pool is not None:
+        pool.shutdown()
     del views
 
     # 2) vidtok classify end to end
@@ -222,15 +240,15 @@ def main() -> None:
         f"\nvidtok classify benchmark: {n} generated videos (340x452, 10 s, 25 fps, H.264, GOP 250), model "
         f"{args.model} (random init) {args.num_frames}x{args.crop}² frame stride {args.frame_stride}, views "
         f"{args.views} = {clips * crops} clips/video, batch {args.batch_size}, {args.workers} decode workers, "
-        f"decoder {backend}, device {device}{' bf16' if amp else ''}; model only: best of {default_threads} and "
-        f"{max(1, (os.cpu_count() or 1) - args.workers)} torch threads ({best_threads} won); naive loop: "
-        f"{default_threads} threads"
+        f"decoder {backend}, device {device}{' bf16' if amp else ''}; model as classify runs it: {n_streams} "
+        f"stream(s) x {per_stream} thread(s); naive loop: {default_threads} threads"
     )
     print(f"machine: {_machine()}\n")
     print("| mode | videos/s | clips/s | vs model only | vs naive loop |")
     print("|---|---:|---:|---:|---:|")
     for name, t in (
-        ("model only (clips in memory)", t_model),
+        ("model only (clips in memory), as classify runs it", t_model),
+        (f"model only, one call per batch, {default_threads} threads", t_plain),
         ("vidtok classify (end to end)", t_e2e),
         ("naive loop (decode one, run model)", t_naive),
     ):
