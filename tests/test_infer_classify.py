@@ -152,6 +152,37 @@ def test_cpu_streams_plan(monkeypatch):
     assert cpu_streams(1) == (1, 8)
 
 
+def test_resume_refuses_rows_made_another_way(job, tmp_path):
+    """OUT.job.json records weights, preprocessing and views; --resume with other settings is a one-line error."""
+    from click.testing import CliRunner
+
+    from vidtok.cli import cli
+    from vidtok.errors import VidtokError
+
+    out = tmp_path / "p.jsonl"
+    kw = dict(topk=3, out=out, backend="pyav", num_workers=1)
+    classify(job["good"][:2], job["ckpt"], views="2x1", **kw)
+    rec = json.loads((tmp_path / "p.jsonl.job.json").read_text())
+    assert rec["command"] == "classify" and rec["views"] == "2x1" and len(rec["weights_sha256"]) == 64
+    assert rec["short_side"] == PCFG["short_side"] and rec["crop_size"] == PCFG["crop_size"]
+    with pytest.raises(VidtokError, match=r"views='2x1', this run has views='3x1'"):
+        classify(job["good"], job["ckpt"], views="3x1", resume=True, **kw)
+    other = make_checkpoint(tmp_path, "vivit_ti16x2")
+    with pytest.raises(VidtokError, match="weights_sha256"):
+        classify(job["good"], other, views="2x1", resume=True, **kw)
+    assert len(read_classify_output(out)) == 2  # refused runs wrote nothing
+    r = CliRunner().invoke(
+        cli, ["classify", *map(str, job["good"]), "-c", str(job["ckpt"]), "-o", str(out), "--resume", "--quiet"]
+    )  # the checkpoint's default views (2x1) match: the job continues
+    assert r.exit_code == 0, r.output
+    assert len(read_classify_output(out)) == len(job["good"])
+    args = ["classify", str(job["good"][0]), "-c", str(job["ckpt"]), "-o", str(out), "--resume", "--topk", "2"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and r.output.startswith("error: --resume:") and r.output.count("\n") == 1, r.output
+    classify(job["good"][:1], job["ckpt"], views="3x1", overwrite=True, **kw)  # --overwrite starts a new record
+    assert json.loads((tmp_path / "p.jsonl.job.json").read_text())["views"] == "3x1"
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_output_formats_agree(job, reference, tmp_path, fmt):
     out = tmp_path / f"preds.{fmt}"

@@ -76,6 +76,19 @@ def test_windows_match_oracle(job, reference):
         np.testing.assert_allclose(vecs, emb.numpy(), atol=1e-4)
 
 
+def test_resume_refuses_other_windows(job, tmp_path):
+    from vidtok.errors import VidtokError
+
+    out = tmp_path / "e.npy"
+    embed(job["good"][:1], job["ckpt"], out=out, window="0.4s", hop="0.3s", backend="pyav", num_workers=1)
+    with pytest.raises(VidtokError, match="hop=0.3, this run has hop=0.4"):
+        embed(job["good"], job["ckpt"], out=out, window="0.4s", resume=True, backend="pyav", num_workers=1)
+    with pytest.raises(VidtokError, match="normalize=False"):
+        embed(job["good"], job["ckpt"], out=out, window="0.4s", hop="0.3s", normalize=True, resume=True)
+    res = embed(job["good"], job["ckpt"], out=out, window="0.4s", hop="0.3s", resume=True, backend="pyav")
+    assert {v["path"] for v in res["videos"]} == {str(p) for p in job["good"]}
+
+
 def test_default_window_per_video_normalize_fp16_tokens(job):
     from vidtok.data.samplers import sliding_clips, uniform_clips
 

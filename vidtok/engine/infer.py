@@ -42,7 +42,9 @@ from vidtok.engine.infer_io import (
     ClassifyWriter,
     EmbedWriter,
     _fmt_of,
+    check_job,
     find_videos,
+    write_job,
 )
 from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError
@@ -215,7 +217,7 @@ def _normalizer(cfg: dict, device: torch.device) -> Callable[[torch.Tensor], tor
     inv_std = 1.0 / (torch.tensor(cfg["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0)
 
     def norm(x: torch.Tensor) -> torch.Tensor:  # uint8 (B, 3, T, H, W) -> float32, same as (x / 255 - m) / s
-        return (x.to(torch.float32) - mean) * inv_std
+        return x.to(torch.float32).sub_(mean).mul_(inv_std)  # in place: one float copy of the batch, not three
 
     return norm
 
@@ -357,15 +359,46 @@ def cpu_streams(batch_size: int, streams: int | None = None) -> tuple[int, int]:
     return n, max(1, cores // n)
 
 
+def _model_digest(model: nn.Module) -> str:
+    """sha256 of the model's state dict (names, dtypes, shapes, bytes): which weights produced an output."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _job_record(command: str, model: nn.Module, cfg: dict, **settings: Any) -> dict[str, Any]:
+    """What makes an output's rows comparable: the weights, the preprocessing and the command's settings."""
+    pre = {k: cfg[k] for k in ("num_frames", "frame_stride", "crop_size", "short_side", "mean", "std") if k in cfg}
+    return {"command": command, "weights_sha256": _model_digest(model), **pre, **settings}
+
+
 def _prepare_job(
-    paths, out, *, resume: bool, overwrite: bool, retry_failed: bool, extensions, make_writer, dist: _Dist
+    paths,
+    out,
+    *,
+    resume: bool,
+    overwrite: bool,
+    retry_failed: bool,
+    extensions,
+    make_writer,
+    dist: _Dist,
+    job: Callable[[], dict] | None = None,
 ) -> tuple[list[str], list[str], int, Any]:
-    """Discover files, check / clear / repair OUT; return (all files, this rank's files to do, skipped, writer)."""
+    """Discover files, check / clear / repair OUT; return (all files, this rank's files to do, skipped, writer).
+
+    ``job()`` gives the record stored beside OUT (``OUT.job.json``); ``--resume`` refuses an output whose record
+    differs, so that one output never mixes rows of two checkpoints or view settings."""
     files = find_videos(paths, extensions)
     if not files:
         raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {extensions})")
     writer = make_writer()
     if out is not None:
+        record = job() if job is not None else None
         exists = writer.exists()
         dist.barrier()  # every rank has looked before anyone writes
         if exists and not resume:
@@ -374,8 +407,13 @@ def _prepare_job(
             if dist.rank == 0:
                 writer.remove()
         elif resume:
+            if record is not None:
+                check_job(out, record)  # every rank reads the same record, so all stop alike
             writer.repair()
         dist.barrier()
+        if record is not None and dist.rank == 0:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            write_job(out, record)
     done = writer.done_paths(include_failed=not retry_failed) if resume else set()
     dist.barrier()  # everyone has read the same `done` before anyone appends
     todo = [p for p in files if p not in done]
@@ -483,6 +521,7 @@ def classify(
             extensions=extensions,
             make_writer=lambda: ClassifyWriter(out, topk=k, rank=dist.rank, world_size=dist.world),
             dist=dist,
+            job=lambda: _job_record("classify", model, cfg, views=f"{clips}x{crops}", topk=k),
         )
         dev = _resolve_device(device)
         model.to(dev)
@@ -629,6 +668,18 @@ def embed(
             extensions=extensions,
             make_writer=lambda: EmbedWriter(out, rank=dist.rank, world_size=dist.world),
             dist=dist,
+            job=lambda: _job_record(
+                "embed",
+                model,
+                cfg,
+                window=win_s,
+                hop=hop_s if hop_s is not None else win_s,  # the hop in effect (default: back to back)
+                per_video=per_video,
+                test_clips=cfg["test_clips"] if per_video else None,
+                normalize=normalize,
+                fp16=fp16,
+                tokens=tokens,
+            ),
         )
         dev = _resolve_device(device)
         model.to(dev)

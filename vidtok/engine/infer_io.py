@@ -5,6 +5,8 @@ a lost node) loses only the videos in flight. Layout for ``--out OUT``::
 
     OUT                      the final output (csv / jsonl / parquet, or npy / safetensors / parquet for embed)
     OUT.parts/rank{r}.*      what rank r has finished and not yet merged (one process: csv / jsonl append to OUT)
+    OUT.job.json             what produced OUT (checkpoint digest, views / windows, preprocessing): ``--resume``
+                             refuses to add rows made another way
 
 At the end, rank 0 merges the existing OUT with every part in a deterministic order (the discovery order of the
 inputs), writes OUT atomically and removes the parts. ``--resume`` reads OUT and the parts (tolerating a truncated
@@ -36,6 +38,8 @@ __all__ = [
     "read_embed_output",
     "CLASSIFY_FORMATS",
     "EMBED_FORMATS",
+    "check_job",
+    "write_job",
 ]
 
 DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
@@ -147,6 +151,39 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The job record: what produced an output, so that --resume never mixes rows made with another checkpoint or views
+
+
+def job_path(out: Path) -> Path:
+    return out.with_name(out.name + ".job.json")
+
+
+def check_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
+    """Raise if ``OUT.job.json`` says OUT was produced differently from ``job`` (outputs without a record pass).
+
+    Raises:
+        VidtokError: one line naming the first setting that differs, its recorded and its new value.
+    """
+    path = job_path(Path(out))
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise VidtokError(f"--resume: cannot read {path} ({e}); remove it to resume without the check") from None
+    for key, new in job.items():
+        if key in old and old[key] != json.loads(json.dumps(new)):  # compare as JSON (tuples are lists there)
+            raise VidtokError(
+                f"--resume: {out} was made with {key}={old[key]!r}, this run has {key}={new!r}; "
+                "use another --out, or --overwrite to start again"
+            )
+
+
+def write_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
+    _write_atomic(job_path(Path(out)), lambda tmp: tmp.write_text(json.dumps(job, indent=1, sort_keys=True) + "\n"))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -326,7 +363,7 @@ class ClassifyWriter:
     def remove(self) -> None:
         if self.out is None:
             return
-        for p in (self.out, self.out.with_name(self.out.name + ".tmp"), _errors_path(self.out)):
+        for p in (self.out, self.out.with_name(self.out.name + ".tmp"), _errors_path(self.out), job_path(self.out)):
             p.unlink(missing_ok=True)
         shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
 
@@ -656,7 +693,8 @@ class EmbedWriter:
     def remove(self) -> None:
         if self.out is None:
             return
-        for p in (self.out, _index_path(self.out), _tokens_npy_path(self.out), _errors_path(self.out)):
+        out = self.out
+        for p in (out, _index_path(out), _tokens_npy_path(out), _errors_path(out), job_path(out)):
             p.unlink(missing_ok=True)
         shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
 
