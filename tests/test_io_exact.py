@@ -3,6 +3,7 @@ videos and on generated fixtures; lossless fixtures are also compared with the s
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 import vidtok
-from tests.videos import FIXTURES, backend_params, decode_all, make_frames
+from tests.videos import FIXTURES, backend_params, decode_all, make_frames, write_video
 from vidtok.io import available_backends, open_video
 
 BACKENDS = backend_params()
@@ -187,6 +188,15 @@ def test_short_side_resize_real_video(sample_videos, backend):
         x = v.get_frames(idx)
     full = torch.from_numpy(oracle(path)[idx]).permute(0, 3, 1, 2)
     assert torch.equal(x, F.resize(full, [100, 122], antialias=True).permute(0, 2, 3, 1))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="no POSIX scheduling API")
+def test_writing_an_av1_fixture_keeps_the_scheduling_policy(tmp_path):
+    """SVT-AV1 makes the calling thread SCHED_FIFO 99 as root; processes forked later (decode pools, the Triton
+    interpreter subprocesses) would inherit it. write_video undoes it."""
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    write_video(tmp_path / "a.mkv", make_frames(8, 64, 64), 25, "libsvtav1", options={"preset": "12", "g": "8"})
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
 
 
 @pytest.mark.parametrize("threads", [0, 2])

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ def write_video(
     if options is None:
         options = {"crf": "0"} if codec in ("libx264", "libx264rgb") else {}
     rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
-    with av.open(str(path), "w", options=container_options or {}) as c:
+    with _same_scheduling(), av.open(str(path), "w", options=container_options or {}) as c:
         st = c.add_stream(codec, rate=rate, options=dict(options))
         st.width, st.height = int(frames.shape[2]), int(frames.shape[1])
         st.pix_fmt = pix_fmt or _DEFAULT_PIX_FMT.get(codec, "yuv420p")
@@ -78,6 +79,25 @@ def write_video(
         for p in st.encode():
             c.mux(p)
     return path
+
+
+@contextlib.contextmanager
+def _same_scheduling():
+    """Undo a scheduling change an encoder makes to the calling thread.
+
+    SVT-AV1 (libsvtav1) switches the thread that opens it to SCHED_FIFO priority 99 when it runs as root. Every
+    process forked afterwards inherits that: the test worker's decode pools and Triton-interpreter subprocesses then
+    ran as real-time tasks and took 20+ minutes instead of seconds on 2 cores.
+    """
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
+            os.sched_setscheduler(0, policy, param)
 
 
 def backend_params() -> list:
