@@ -345,10 +345,10 @@ def _run_loop(
 def cpu_streams(batch_size: int, streams: int | None = None) -> tuple[int, int]:
     """How ``classify`` / ``embed`` run the model on CPU: ``(streams, intra-op threads per stream)``.
 
-    Several model calls on parts of the batch, side by side in threads with few intra-op threads each, use the cores
-    better than one call with many threads (no OpenMP barriers; each call works on cache-sized tensors), and leave
-    no spinning OpenMP pool that the decode workers would have to fight. Measured on 2 cores with vidtok_ti at
-    16x224²: 2 streams x 1 thread 14.4 clips/s vs one call with 2 threads 10.3 (tools/bench_infer.py).
+    Several model calls on parts of the batch, side by side in threads with few intra-op threads each, keep every
+    core busy without an OpenMP pool that spins against the decode workers. Measured on 2 cores (vidtok_ti,
+    tools/bench_infer.py): model alone 1.0x (16x224²) to 1.29x (8x160²) one call with 2 threads; classify end to
+    end 1.57 vs 1.07 videos/s with the former policy of ``cores - workers`` intra-op threads.
 
     Args:
         batch_size: clips per batch (a batch is split into at most this many parts).
