@@ -11,6 +11,7 @@ with one keyframe every 250 frames, as YouTube-sourced Kinetics clips commonly a
   model, batches across videos, CSV written as videos finish), timed from the call to its return.
 * ``naive loop``: what a user would write: for each video, open, decode its views, transform, run the model, next.
 
+The modes take turns for ``--rounds`` rounds and each keeps its best (machine noise only ever slows a run down).
 Ratios: end-to-end / model-only (target >= 0.8 with 2 workers: decoding hides behind the model) and end-to-end /
 naive (target >= 1.5). The model is random-initialised (speed does not depend on the weights).
 

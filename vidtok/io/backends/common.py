@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -12,21 +15,22 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return max(1, round(height * short_side / width)), short_side
 
 
-def resize_short_side(frames: Any, short_side: int) -> Any:
+def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     """Resize uint8 RGB frames ``(..., H, W, 3)`` so that the shorter side is ``short_side`` pixels.
 
     torchvision's antialiased bilinear resize (``transforms.v2.functional.resize(..., antialias=True)``) on uint8, i.e.
     exactly what :class:`vidtok.data.transforms.EvalTransform` does to full-resolution frames, so a decode-time resize
-    gives the same pixels on every backend and the same views as resizing after decoding.
+    gives the same pixels on every backend and the same views as resizing after decoding. Returns a contiguous tensor.
     """
     from torchvision.transforms.v2 import functional as F
 
     h, w = int(frames.shape[-3]), int(frames.shape[-2])
     oh, ow = short_side_size(h, w, short_side)
     if (oh, ow) == (h, w):
-        return frames
-    # channels-last memory in (a view, no copy) keeps torchvision on its fast uint8 path and gives channels-last out
-    return F.resize(frames.movedim(-1, -3), [oh, ow], antialias=True).movedim(-3, -1)
+        return frames.contiguous()
+    # channels-last memory in (a view, no copy) keeps torchvision on its fast uint8 path and gives channels-last out,
+    # so moving the channels back is already contiguous (contiguous() is then free)
+    return F.resize(frames.movedim(-1, -3), [oh, ow], antialias=True).movedim(-3, -1).contiguous()
 
 
 def rotation_degrees(value: float | int | None) -> int:

@@ -78,7 +78,7 @@ class DecordReader:
         if not isinstance(batch, torch.Tensor):  # a tensor if someone (e.g. pytorchvideo) set decord's bridge to torch
             batch = torch.from_numpy(batch.asnumpy())
         if self._short_side is not None:
-            batch = resize_short_side(batch, self._short_side).contiguous()
+            batch = resize_short_side(batch, self._short_side)
         return batch
 
     def close(self) -> None:

@@ -258,7 +258,7 @@ class PyAVReader:
         frames = torch.from_numpy(out.array())
         if self._short_side is not None:
             # one batched resize: torchvision's uint8 kernel computes its filter weights once per call
-            frames = resize_short_side(frames, self._short_side).contiguous()
+            frames = resize_short_side(frames, self._short_side)
         return frames
 
     def _read_by_pts(self, indices: list[int], out: _FrameSink) -> None:

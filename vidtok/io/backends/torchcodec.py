@@ -80,7 +80,7 @@ class TorchCodecReader:
         if self._undo_k:
             x = torch.rot90(x, self._undo_k, dims=(1, 2)).contiguous()
         if self._short_side is not None:
-            x = resize_short_side(x, self._short_side).contiguous()
+            x = resize_short_side(x, self._short_side)
         return x
 
     def close(self) -> None:
