@@ -107,6 +107,109 @@ def test_embed_part_repair(tmp_path):
     assert json.dumps(read_embed_output(out)["index"]) == json.dumps(res["index"])
 
 
+def _write_part(out, videos, *, rank=0, world=1, dim=512, tokens=None, dtype=np.float32):
+    """Append ``videos`` (name -> n_rows) to rank ``rank``'s part; returns name -> (vectors, tokens)."""
+    w = EmbedWriter(out, rank=rank, world_size=world)
+    got = {}
+    for name, n in videos.items():
+        if n == 0:
+            w.write({"path": name, "status": "error", "error": "broken", "duration": None, "clips": []})
+            continue
+        seed = sum(map(ord, name))
+        vec = np.random.default_rng(seed).standard_normal((n, dim)).astype(dtype)
+        tok = None if tokens is None else np.random.default_rng(seed + 1).standard_normal((n, *tokens)).astype(dtype)
+        clips = [[0.5 * i, 0.5 * i + 1.0] for i in range(n)]
+        w.write({"path": name, "status": "ok", "error": "", "duration": 9.0, "clips": clips}, vec, tok)
+        got[name] = (vec, tok)
+    w.close()
+    return got
+
+
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "parquet"])
+def test_embed_merge_streams_with_bounded_memory(tmp_path, fmt, monkeypatch):
+    """Merging (and resuming onto a merged output) reads a video, or a parquet row group, at a time: the peak of
+    traced allocations stays far below the output's size, and --resume's done_paths reads no vector at all."""
+    import tracemalloc
+
+    import vidtok.engine.infer_io as infer_io
+
+    monkeypatch.setattr(infer_io, "_PARQUET_GROUP_BYTES", 1 << 18)  # a merge holds ~2.5 row groups
+    warm = tmp_path / "warm" / f"w.{fmt}"  # imports (pyarrow: MBs) happen outside the measurements
+    _write_part(warm, {"w": 2}, tokens=(2, 3, 8))
+    EmbedWriter(warm).merge(["w"])
+    read_embed_output(warm)
+    out = tmp_path / f"e.{fmt}"
+    names = [f"v{i:03d}" for i in range(60)]
+    first = {n: (0 if i % 17 == 5 else 20) for i, n in enumerate(names[:40])}  # 20 rows of 2048 floats = 160 KB
+    rank0 = _write_part(out, dict(list(first.items())[::2]), rank=0, world=2, dim=2048, tokens=(2, 3, 8))
+    rank1 = _write_part(out, dict(list(first.items())[1::2]), rank=1, world=2, dim=2048, tokens=(2, 3, 8))
+    payload = sum(v.nbytes + t.nbytes for v, t in (rank0 | rank1).values())
+    assert payload > 5_000_000
+
+    tracemalloc.start()
+    res = EmbedWriter(out).merge(names, load=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < payload / 5, (peak, payload)
+    assert res["embeddings"] is None and [v["path"] for v in res["videos"]] == list(first)
+
+    # a resumed run adds 20 videos; the merge reads the old output lazily
+    later = _write_part(out, dict.fromkeys(names[40:], 20), dim=2048, tokens=(2, 3, 8))
+    tracemalloc.start()
+    assert EmbedWriter(out).done_paths() == set(names)
+    peak_done = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    EmbedWriter(out).merge(names, load=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak_done < payload / 20 and peak < payload / 4, (peak_done, peak, payload)
+
+    ok = [n for n in names if first.get(n, 20)]
+    expect = rank0 | rank1 | later
+    back = read_embed_output(out)
+    np.testing.assert_array_equal(back["embeddings"], np.concatenate([expect[n][0] for n in ok]))
+    np.testing.assert_array_equal(back["tokens"], np.concatenate([expect[n][1] for n in ok]))
+    assert [r["row"] for r in back["index"]] == list(range(20 * len(ok)))
+    assert [v["path"] for v in back["videos"] if v["status"] == "ok"] == ok
+    assert {v["path"] for v in back["videos"] if v["status"] == "error"} == set(names) - set(ok) != set()
+    assert back["index"][21] == {"path": ok[1], "clip_start": 0.5, "clip_end": 1.5, "row": 21}
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.ParquetFile(out).num_row_groups > 3  # written a group at a time
+    elif fmt == "safetensors":
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        lib = load_file(str(out))  # the streamed file is a valid safetensors file
+        np.testing.assert_array_equal(lib["embeddings"], back["embeddings"])
+        np.testing.assert_array_equal(lib["tokens"], back["tokens"])
+        with safe_open(str(out), framework="numpy") as f:
+            assert f.metadata() == {"format": "vidtok-embeddings", "index": "e.index.csv"}
+    if fmt != "parquet":
+        assert isinstance(back["embeddings"], np.memmap)  # merged outputs come back mapped, not read
+        back["embeddings"][0] = 0  # copy-on-write: the file is not changed
+        assert read_embed_output(out)["embeddings"][0, 0] == expect[ok[0]][0][0, 0] != 0
+
+
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "parquet"])
+def test_embed_merge_edge_cases(tmp_path, fmt):
+    out = tmp_path / f"e.{fmt}"
+    _write_part(out, {"bad": 0})
+    res = EmbedWriter(out).merge(["bad"])  # nothing succeeded: an empty output that reads back
+    assert res["embeddings"].shape[0] == 0 and res["videos"][0]["status"] == "error"
+    assert read_embed_output(out)["embeddings"].shape[0] == 0
+    vec = _write_part(out, {"a": 3}, dtype=np.float16)["a"][0]
+    res = EmbedWriter(out).merge(["a", "bad"])
+    assert res["embeddings"].dtype == np.float16
+    np.testing.assert_array_equal(res["embeddings"], vec)
+    before = out.read_bytes()
+    _write_part(out, {"b": 2}, dim=64)  # another model's vectors: a one-line error, the output untouched
+    with pytest.raises(VidtokError, match=r"b has 64-dim float32 vectors, others 512-dim float16.*--overwrite"):
+        EmbedWriter(out).merge(["a", "b"])
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
 def test_cli_help_and_errors(tmp_path):
     for cmd in ("classify", "embed"):
         r = CliRunner().invoke(cli, [cmd, "--help"])

@@ -451,6 +451,7 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
         fp16=fp16,
         tokens=tokens,
         verbose=not quiet,
+        load=False,  # the vectors are in --out; nothing is read back
         **kw,
     )
 

@@ -624,6 +624,7 @@ def embed(
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     streams: int | None = None,
     verbose: bool = False,
+    load: bool = True,
 ) -> dict[str, Any]:
     """Clip embeddings (the model's pre-logits features) of every video under ``paths``.
 
@@ -642,10 +643,14 @@ def embed(
         tokens: also store the TokenLearner tokens ``aux["learned_tokens"]`` ``(T', S, D)`` per row.
         resume, retry_failed, overwrite, batch_size, num_workers, timeout, device, amp, backend, extensions,
             streams, verbose: as in :func:`classify`.
+        load: return the vectors. With ``out``, a ``.npy`` / ``.safetensors`` output comes back memory-mapped
+            (copy-on-write; see :func:`vidtok.engine.infer_io.read_embed_output`) and a parquet one is read into
+            memory. ``False`` returns only ``"videos"`` (the CLI does this: a large output is never read back).
 
     Returns:
         {"embeddings": (N, D) array, "tokens": (N, T', S, D) array or None, "index": [{"path", "clip_start",
-        "clip_end", "row"}], "videos": [{"path", "status", "error", "duration"}]}, in discovery order.
+        "clip_end", "row"}], "videos": [{"path", "status", "error", "duration"}]}, in discovery order
+        (``load=False``: embeddings, tokens and index are None).
     """
     t0 = time.monotonic()
     if out is not None:
@@ -758,12 +763,15 @@ def embed(
             progress.close()
             writer.close()
         dist.barrier()
-        res = writer.merge(files) if dist.rank == 0 else None
+        res = writer.merge(files, load=load) if dist.rank == 0 else None
         dist.barrier()
         if res is None:
-            from vidtok.engine.infer_io import read_embed_output
+            from vidtok.engine.infer_io import read_embed_output, read_embed_videos
 
-            res = read_embed_output(out)
+            if load:
+                res = read_embed_output(out)
+            else:
+                res = {"embeddings": None, "tokens": None, "index": None, "videos": read_embed_videos(out)}
         _report(verbose, "embed", dist, counts, skipped, t0, out)
         return res
     finally:

@@ -36,6 +36,7 @@ __all__ = [
     "EmbedWriter",
     "read_classify_output",
     "read_embed_output",
+    "read_embed_videos",
     "CLASSIFY_FORMATS",
     "EMBED_FORMATS",
     "check_job",
@@ -493,6 +494,11 @@ def _write_errors(out: Path, rows: Iterable[dict]) -> Path | None:
 # A record is only trusted if its bytes are all in the .bin, so a killed process loses at most the last video.
 
 
+# Merging streams: the final output is written (and an existing one read) a video at a time, so a merge holds one
+# video's vectors (parquet: one row group) in memory, not the whole output. ``--resume`` reads only the index.
+_PARQUET_GROUP_BYTES = 64 << 20  # parquet: one row group per ~64 MB of vectors
+
+
 def _index_path(out: Path) -> Path:
     return out.with_name(out.stem + ".index.csv")
 
@@ -541,94 +547,167 @@ class _EmbedPart:
         return vec, tok
 
 
-def _read_final_embed(out: Path, fmt: str) -> tuple[list[dict], np.ndarray | None, np.ndarray | None]:
-    """(per-video records with their row ranges, vectors, tokens) of a finished embed output."""
-    if not out.exists():
-        return [], None, None
-    tokens = None
-    if fmt == "parquet":
-        pq = _pyarrow_parquet()
-        table = pq.read_table(out)
-        index = [
-            {"path": p, "clip_start": s, "clip_end": e}
-            for p, s, e in zip(
-                table.column("path").to_pylist(),
-                table.column("clip_start").to_pylist(),
-                table.column("clip_end").to_pylist(),
+# safetensors files are written and read here through the format itself (8-byte little-endian header length, a JSON
+# header of dtype / shape / data_offsets per tensor, then the raw little-endian bytes; see the safetensors README):
+# the library writes only whole in-memory tensors, and a merge fills the file a video at a time. Tests check the
+# files against safetensors.numpy.load_file / safe_open.
+_ST_DTYPE = {"<f4": "F32", "<f2": "F16"}
+_ST_NUMPY = {v: k for k, v in _ST_DTYPE.items()}
+
+
+def _safetensors_allocate(path: Path, tensors: dict[str, tuple[np.dtype, tuple[int, ...]]], meta: dict[str, str]):
+    """Create ``path`` holding zero-filled tensors of these dtypes / shapes; return a writable array for each."""
+    header: dict[str, Any] = {"__metadata__": meta}
+    off = 0
+    for name, (dt, shape) in tensors.items():
+        nbytes = dt.itemsize * math.prod(shape)
+        header[name] = {"dtype": _ST_DTYPE[dt.str], "shape": list(shape), "data_offsets": [off, off + nbytes]}
+        off += nbytes
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # the data starts 8-byte aligned, as the library writes it
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h)
+        f.truncate(8 + len(h) + off)  # sparse until filled
+    return _safetensors_arrays(path, mode="r+")
+
+
+def _safetensors_arrays(path: Path, mode: str = "c") -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, memory-mapped (``mode="c"``: copy-on-write, the file is never changed)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise VidtokError(f"{path}: not a safetensors file ({e})") from None
+    header.pop("__metadata__", None)
+    out = {}
+    for name, info in header.items():
+        if info["dtype"] not in _ST_NUMPY:
+            raise VidtokError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected F32 or F16")
+        a, b = info["data_offsets"]
+        dt, shape = np.dtype(_ST_NUMPY[info["dtype"]]), tuple(info["shape"])
+        out[name] = np.memmap(path, dt, mode, offset=8 + n + a, shape=shape) if b > a else np.zeros(shape, dt)
+    return out
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="c")
+    except ValueError:  # an empty array cannot be mapped
+        return np.load(path)
+
+
+def _fixed_lists(col: Any, shape: Sequence[int]) -> np.ndarray:
+    """A parquet fixed-size-list column as one ``(rows, *shape)`` array."""
+    flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, *shape)
+
+
+class _FinalEmbed:
+    """A finished embed output, read lazily: the per-video records come from its index; rows are read on demand
+    (``.npy`` / ``.safetensors``: memory-mapped; ``.parquet``: one row group at a time)."""
+
+    def __init__(self, out: Path, fmt: str):
+        self.out, self.fmt = out, fmt
+        self.videos: list[dict] = []  # {"path", "status", "error", "clips", "start", "n"} per video
+        self.n_rows, self.dim, self.tok_shape = 0, 0, None
+        self.vectors: np.ndarray | None = None
+        self.tokens: np.ndarray | None = None
+        self._pf: Any = None
+        self._group = (-1, None, None)
+        if not out.exists():
+            return
+        if fmt == "parquet":
+            pq = _pyarrow_parquet()
+            self._pf = pf = pq.ParquetFile(out)
+            t = pf.read(columns=["path", "clip_start", "clip_end"])
+            index = zip(
+                t.column("path").to_pylist(),
+                t.column("clip_start").to_pylist(),
+                t.column("clip_end").to_pylist(),
                 strict=True,
             )
-        ]
-        col = table.column("embedding").combine_chunks()
-        dim = col.type.list_size
-        vectors = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-        if "tokens" in table.column_names:
-            meta = json.loads(table.schema.metadata[b"vidtok_tokens_shape"])
-            tokens = table.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            tokens = tokens.reshape(-1, *meta)
-    else:
-        if fmt == "npy":
-            vectors = np.load(out)
-            tp = _tokens_npy_path(out)
-            tokens = np.load(tp) if tp.exists() else None
+            schema = pf.schema_arrow
+            self.dim = schema.field("embedding").type.list_size
+            if "tokens" in schema.names:
+                self.tok_shape = json.loads(schema.metadata[b"vidtok_tokens_shape"])
+            self.n_rows = pf.metadata.num_rows
+            self._starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
         else:
-            from safetensors.numpy import load_file
-
-            data = load_file(str(out))
-            vectors, tokens = data["embeddings"], data.get("tokens")
-        index = []
-        ip = _index_path(out)
-        if ip.exists():
-            with open(ip, newline="") as f:
+            if fmt == "npy":
+                self.vectors = _load_npy(out)
+                tp = _tokens_npy_path(out)
+                self.tokens = _load_npy(tp) if tp.exists() else None
+            else:
+                arrays = _safetensors_arrays(out)
+                self.vectors, self.tokens = arrays["embeddings"], arrays.get("tokens")
+            self.n_rows = len(self.vectors)
+            self.dim = self.vectors.shape[1] if self.vectors.ndim == 2 else 0
+            self.tok_shape = list(self.tokens.shape[1:]) if self.tokens is not None else None
+            index = []
+            ip = _index_path(out)
+            if ip.exists():
+                with open(ip, newline="") as f:
+                    index = [(r["path"], float(r["clip_start"]), float(r["clip_end"])) for r in csv.DictReader(f)]
+        row = -1
+        for row, (path, s, e) in enumerate(index):  # consecutive rows of one path = one video
+            if self.videos and self.videos[-1]["path"] == path:
+                self.videos[-1]["clips"].append([s, e])
+                self.videos[-1]["n"] += 1
+            else:
+                self.videos.append({"path": path, "status": "ok", "error": "", "clips": [[s, e]], "start": row, "n": 1})
+        if row + 1 != self.n_rows:
+            raise VidtokError(f"{out}: index has {row + 1} rows but there are {self.n_rows} vectors")
+        ep = _errors_path(out)
+        if ep.exists():
+            with open(ep, newline="") as f:
                 for rec in csv.DictReader(f):
-                    index.append(
-                        {
-                            "path": rec["path"],
-                            "clip_start": float(rec["clip_start"]),
-                            "clip_end": float(rec["clip_end"]),
-                        }
-                    )
-    if len(index) != len(vectors):
-        raise VidtokError(f"{out}: index has {len(index)} rows but there are {len(vectors)} vectors")
-    # group consecutive rows of one path into video records
-    videos: list[dict] = []
-    for row, rec in enumerate(index):
-        if videos and videos[-1]["path"] == rec["path"]:
-            videos[-1]["rows"].append(row)
-            videos[-1]["clips"].append([rec["clip_start"], rec["clip_end"]])
-        else:
-            videos.append({"path": rec["path"], "status": "ok", "error": "", "rows": [row], "clips": []})
-            videos[-1]["clips"].append([rec["clip_start"], rec["clip_end"]])
-    ep = _errors_path(out)
-    if ep.exists():
-        with open(ep, newline="") as f:
-            for rec in csv.DictReader(f):
-                videos.append({"path": rec["path"], "status": "error", "error": rec["error"], "rows": [], "clips": []})
-    return videos, vectors, tokens
+                    self.videos.append({"path": rec["path"], "status": "error", "error": rec["error"], "clips": []})
+
+    def rows(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Vectors (and tokens) of rows ``start .. start + n``."""
+        if self._pf is None:
+            assert self.vectors is not None
+            tok = self.tokens[start : start + n] if self.tokens is not None else None
+            return self.vectors[start : start + n], tok
+        vecs, toks = [], []
+        g = int(np.searchsorted(self._starts, start, side="right")) - 1
+        while n > 0:
+            vec, tok = self._row_group(g)
+            a = start - int(self._starts[g])
+            k = min(n, len(vec) - a)
+            vecs.append(vec[a : a + k])
+            if tok is not None:
+                toks.append(tok[a : a + k])
+            start, n, g = start + k, n - k, g + 1
+        vec = vecs[0] if len(vecs) == 1 else np.concatenate(vecs)
+        tok = None if not toks else toks[0] if len(toks) == 1 else np.concatenate(toks)
+        return vec, tok
+
+    def close(self) -> None:
+        self.vectors = self.tokens = self._pf = None
+        self._group = (-1, None, None)
+
+    def _row_group(self, g: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._group[0] != g:  # rows are read in order, so one cached row group serves a merge
+            cols = ["embedding"] + (["tokens"] if self.tok_shape is not None else [])
+            t = self._pf.read_row_group(g, columns=cols)
+            vec = _fixed_lists(t.column("embedding"), [self.dim])
+            tok = _fixed_lists(t.column("tokens"), self.tok_shape) if self.tok_shape is not None else None
+            self._group = (g, vec, tok)
+        return self._group[1], self._group[2]
 
 
-def read_embed_output(out: str | os.PathLike) -> dict[str, Any]:
-    """Everything recorded for an embed output (final file + unmerged parts), one entry per video (tolerant).
-
-    Returns:
-        {"embeddings": (N, D) array, "tokens": (N, T', S, D) array or None, "index": [{"path", "clip_start",
-        "clip_end", "row"}], "videos": [{"path", "status", "error"}]} in the order of the final file, then parts.
-    """
-    out = Path(out)
-    fmt = _fmt_of(out, EMBED_FORMATS, "embed")
-    return _collect_embed(out, fmt, order=None)
-
-
-def _collect_embed(out: Path, fmt: str, order: Sequence[str] | None) -> dict[str, Any]:
-    videos, vectors, tokens = _read_final_embed(out, fmt)
-    items: list[tuple[dict, Any]] = [(v, ("final", v["rows"])) for v in videos]
+def _embed_items(out: Path, fmt: str, order: Sequence[str] | None) -> tuple[_FinalEmbed, list[tuple[dict, Any]]]:
+    """The final output and, per path, the record that wins (an ``ok`` one over an error): ``(record, source)``
+    where source is ``None`` (a row range of the final output) or the part holding its vectors. No vector is read."""
+    final = _FinalEmbed(out, fmt)
+    items: list[tuple[dict, Any]] = [(v, None) for v in final.videos]
     parts = _parts_dir(out)
-    part_objs = []
     if parts.is_dir():
         for jp in sorted(parts.glob("*.videos.jsonl")):
             part = _EmbedPart(jp)
-            part_objs.append(part)
-            recs = part.records()[0]
-            items += [(r, ("part", part, r)) for r in recs]
+            items += [(r, part) for r in part.records()[0]]
     best: dict[str, tuple[dict, Any]] = {}
     for rec, src in items:
         old = best.get(rec["path"])
@@ -636,37 +715,227 @@ def _collect_embed(out: Path, fmt: str, order: Sequence[str] | None) -> dict[str
             best[rec["path"]] = (rec, src)
     keys = list(best)
     if order is not None:
-        k = _merge_key({p: i for i, p in enumerate(order)})
-        keys.sort(key=k)
-    vecs, toks, index, vids = [], [], [], []
-    row = 0
-    for path in keys:
-        rec, src = best[path]
-        vids.append(
-            {"path": path, "status": rec["status"], "error": rec.get("error", ""), "duration": rec.get("duration")}
-        )
+        keys.sort(key=_merge_key({p: i for i, p in enumerate(order)}))
+    return final, [best[k] for k in keys]
+
+
+def _item_rows(final: _FinalEmbed, rec: dict, src: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    return final.rows(rec["start"], rec["n"]) if src is None else src.load(rec)
+
+
+def _item_layout(rec: dict, src: Any, final: _FinalEmbed) -> tuple[int, str, list[int] | None]:
+    """(dim, numpy dtype string, token shape or None) of one ok video's rows, without reading them."""
+    if src is None:
+        assert final.vectors is not None or final._pf is not None
+        dt = final.vectors.dtype.str if final.vectors is not None else _parquet_value_dtype(final)
+        return final.dim, dt, final.tok_shape
+    return rec["dim"], rec["dtype"], rec.get("tok_shape")
+
+
+def _parquet_value_dtype(final: _FinalEmbed) -> str:
+    return np.dtype(final._pf.schema_arrow.field("embedding").type.value_type.to_pandas_dtype()).str
+
+
+def _video_entries(items: list[tuple[dict, Any]]) -> list[dict]:
+    return [
+        {"path": r["path"], "status": r["status"], "error": r.get("error", ""), "duration": r.get("duration")}
+        for r, _ in items
+    ]
+
+
+def _index_entries(items: list[tuple[dict, Any]]) -> list[dict]:
+    index, row = [], 0
+    for r, _ in items:
+        if r["status"] == "ok":
+            for s, e in r["clips"]:
+                index.append({"path": r["path"], "clip_start": float(s), "clip_end": float(e), "row": row})
+                row += 1
+    return index
+
+
+def _layout(out: Path, final: _FinalEmbed, items: list[tuple[dict, Any]]) -> tuple[int, int, str, list[int] | None]:
+    """(rows, dim, dtype, token shape) of the merged output; one-line errors for outputs that cannot be merged."""
+    n, first = 0, None
+    for rec, src in items:
         if rec["status"] != "ok":
             continue
-        if src[0] == "final":
-            v = vectors[src[1]]
-            t = tokens[src[1]] if tokens is not None else None
+        lay = _item_layout(rec, src, final)
+        if first is None:
+            first = lay
+        elif (lay[2] is None) != (first[2] is None):
+            raise VidtokError(f"{out}: some videos have tokens and others not (mixed --tokens runs); use --overwrite")
+        elif lay != first:
+            raise VidtokError(
+                f"{out}: {rec['path']} has {lay[0]}-dim {np.dtype(lay[1]).name} vectors, others {first[0]}-dim "
+                f"{np.dtype(first[1]).name} (another model or --fp16); use --overwrite"
+            )
+        n += len(rec["clips"])
+    if first is None:
+        return 0, 0, "<f4", None
+    return n, first[0], first[1], first[2]
+
+
+def read_embed_output(out: str | os.PathLike) -> dict[str, Any]:
+    """Everything recorded for an embed output (final file + unmerged parts), one entry per video (tolerant).
+
+    A merged ``.npy`` / ``.safetensors`` output is returned memory-mapped (copy-on-write: nothing is read until used,
+    and changing the arrays never changes the file); parquet, and outputs with unmerged parts, are read into memory.
+
+    Returns:
+        {"embeddings": (N, D) array, "tokens": (N, T', S, D) array or None, "index": [{"path", "clip_start",
+        "clip_end", "row"}], "videos": [{"path", "status", "error", "duration"}]} in the order of the final file,
+        then parts.
+    """
+    out = Path(out)
+    fmt = _fmt_of(out, EMBED_FORMATS, "embed")
+    final, items = _embed_items(out, fmt, order=None)
+    n, dim, dtype, tok_shape = _layout(out, final, items)
+    if n == 0:
+        emb, tok = np.zeros((0, 0), np.float32), None
+    elif final.vectors is not None and all(src is None for _, src in items):  # merged: the maps themselves
+        emb, tok = final.vectors, final.tokens
+    else:
+        emb = np.empty((n, dim), dtype)
+        tok = np.empty((n, *tok_shape), dtype) if tok_shape is not None else None
+        row = 0
+        for rec, src in items:
+            if rec["status"] == "ok":
+                v, t = _item_rows(final, rec, src)
+                emb[row : row + len(v)] = v
+                if tok is not None:
+                    tok[row : row + len(v)] = t
+                row += len(v)
+    return {"embeddings": emb, "tokens": tok, "index": _index_entries(items), "videos": _video_entries(items)}
+
+
+def read_embed_videos(out: str | os.PathLike) -> list[dict]:
+    """The per-video records of an embed output (``read_embed_output(out)["videos"]``) without reading a vector."""
+    out = Path(out)
+    return _video_entries(_embed_items(out, _fmt_of(out, EMBED_FORMATS, "embed"), None)[1])
+
+
+class _ArraySink:
+    """The merged ``.npy`` (+ ``.tokens.npy``) or ``.safetensors`` output, pre-sized and filled a video at a time,
+    with its index CSV; ``commit`` moves the finished files into place."""
+
+    def __init__(self, out: Path, fmt: str, n: int, dim: int, dtype: str, tok_shape: list[int] | None):
+        self.out, self.fmt, self.row = out, fmt, 0
+        dt = np.dtype(dtype)
+        self.moves: list[tuple[Path, Path]] = []
+        shape_v = (n, dim)
+        shape_t = (n, *tok_shape) if tok_shape is not None else None
+        if fmt == "npy":
+            self.vec = self._npy(out, dt, shape_v)
+            self.tok = self._npy(_tokens_npy_path(out), dt, shape_t) if shape_t is not None else None
         else:
-            v, t = src[1].load(src[2])
-        vecs.append(v)
-        if t is not None:
-            toks.append(t)
-        for s, e in rec["clips"]:
-            index.append({"path": path, "clip_start": float(s), "clip_end": float(e), "row": row})
-            row += 1
-    if toks and len(toks) != len(vecs):
-        raise VidtokError(f"{out}: some videos have tokens and others not (mixed --tokens runs); use --overwrite")
-    emb = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
-    return {
-        "embeddings": emb,
-        "tokens": np.concatenate(toks) if toks else None,
-        "index": index,
-        "videos": vids,
-    }
+            tmp = self._tmp(out)
+            tensors = {"embeddings": (dt, shape_v)}
+            if shape_t is not None:
+                tensors["tokens"] = (dt, shape_t)
+            maps = _safetensors_allocate(tmp, tensors, {"format": "vidtok-embeddings", "index": _index_path(out).name})
+            self.vec, self.tok = maps["embeddings"], maps.get("tokens")
+        self._index = open(self._tmp(_index_path(out)), "w", newline="")  # noqa: SIM115 (closed in commit)
+        self._csv = csv.writer(self._index, lineterminator="\n")
+        self._csv.writerow(["path", "clip_start", "clip_end", "row"])
+
+    def _tmp(self, path: Path) -> Path:
+        tmp = path.with_name(path.name + ".tmp")
+        self.moves.append((tmp, path))
+        return tmp
+
+    def _npy(self, path: Path, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        tmp = self._tmp(path)
+        if math.prod(shape) == 0:  # an empty array cannot be mapped
+            _np_save(tmp, np.zeros(shape, dt))
+            return np.zeros(shape, dt)
+        return np.lib.format.open_memmap(tmp, mode="w+", dtype=dt, shape=shape)
+
+    def add(self, rec: dict, vec: np.ndarray, tok: np.ndarray | None) -> None:
+        r, k = self.row, len(vec)
+        self.vec[r : r + k] = vec
+        if self.tok is not None:
+            self.tok[r : r + k] = tok
+        for i, (s, e) in enumerate(rec["clips"]):
+            self._csv.writerow([rec["path"], f"{float(s):.3f}", f"{float(e):.3f}", r + i])
+        self.row += k
+
+    def commit(self) -> None:
+        for a in (self.vec, self.tok):
+            if isinstance(a, np.memmap):
+                a.flush()
+        had_tokens = self.tok is not None
+        self.vec = self.tok = None  # unmap before the files move
+        self._index.close()
+        for tmp, dst in self.moves:
+            os.replace(tmp, dst)
+        if self.fmt == "npy" and not had_tokens:  # no stale tokens beside an output without them
+            _tokens_npy_path(self.out).unlink(missing_ok=True)
+
+
+class _ParquetSink:
+    """The merged ``.parquet`` output (index columns + ``embedding`` [+ ``tokens``]), one row group per
+    ~``_PARQUET_GROUP_BYTES`` of vectors."""
+
+    def __init__(self, out: Path, n: int, dim: int, dtype: str, tok_shape: list[int] | None):
+        pq = _pyarrow_parquet()
+        import pyarrow as pa
+
+        self.pa, self.out, self.row = pa, out, 0
+        self.dim, self.tok_shape = dim, tok_shape
+        value = pa.from_numpy_dtype(np.dtype(dtype))
+        fields = [
+            pa.field("path", pa.string()),
+            pa.field("clip_start", pa.float64()),
+            pa.field("clip_end", pa.float64()),
+            pa.field("row", pa.int64()),
+            pa.field("embedding", pa.list_(value, dim) if dim else pa.list_(pa.float32(), 1)),
+        ]
+        meta = None
+        if tok_shape is not None:
+            fields.append(pa.field("tokens", pa.list_(value, math.prod(tok_shape))))
+            meta = {b"vidtok_tokens_shape": json.dumps(list(tok_shape)).encode()}
+        self.schema = pa.schema(fields, metadata=meta)
+        self.tmp = out.with_name(out.name + ".tmp")
+        self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self._buf: list[tuple[dict, np.ndarray, np.ndarray | None]] = []
+        self._bytes = 0
+
+    def add(self, rec: dict, vec: np.ndarray, tok: np.ndarray | None) -> None:
+        self._buf.append((rec, vec, tok))
+        self._bytes += vec.nbytes + (tok.nbytes if tok is not None else 0)
+        if self._bytes >= _PARQUET_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        pa = self.pa
+        paths, starts, ends, rows = [], [], [], []
+        for rec, _, _ in self._buf:
+            for s, e in rec["clips"]:
+                paths.append(rec["path"])
+                starts.append(float(s))
+                ends.append(float(e))
+                rows.append(self.row)
+                self.row += 1
+        vec = np.concatenate([v for _, v, _ in self._buf])
+        cols = [
+            pa.array(paths, pa.string()),
+            pa.array(starts, pa.float64()),
+            pa.array(ends, pa.float64()),
+            pa.array(rows, pa.int64()),
+            pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), self.dim),
+        ]
+        if self.tok_shape is not None:
+            tok = np.concatenate([t for _, _, t in self._buf])
+            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(tok.reshape(-1)), math.prod(self.tok_shape)))
+        self.writer.write_table(pa.Table.from_arrays(cols, schema=self.schema))
+        self._buf, self._bytes = [], 0
+
+    def commit(self) -> None:
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.out)
 
 
 class EmbedWriter:
@@ -710,10 +979,11 @@ class EmbedWriter:
         return int(dirty)
 
     def done_paths(self, include_failed: bool = True) -> set[str]:
+        """Paths already recorded in the output or its parts (reads the index and the part records, no vectors)."""
         if self.out is None:
             return set()
-        videos = _collect_embed(self.out, self.fmt, None)["videos"]
-        return {v["path"] for v in videos if include_failed or v["status"] == "ok"}
+        items = _embed_items(self.out, self.fmt, None)[1]
+        return {r["path"] for r, _ in items if include_failed or r["status"] == "ok"}
 
     def write(self, rec: dict, vectors: np.ndarray | None = None, tokens: np.ndarray | None = None) -> None:
         """Record one video: ``rec`` has path, status, error, duration, clips; vectors (n_clips, D) when ok."""
@@ -751,82 +1021,46 @@ class EmbedWriter:
     def in_memory(self, order: Sequence[str] = ()) -> dict[str, Any]:
         key = _merge_key({p: i for i, p in enumerate(order)})
         items = sorted(zip(self.records, self._mem, strict=True), key=lambda it: key(it[0]["path"]))
-        records = [r for r, _ in items]
         vecs = [v for r, (v, _) in items if r["status"] == "ok"]
         toks = [t for r, (_, t) in items if r["status"] == "ok" and t is not None]
-        index, row = [], 0
-        for r in records:
-            if r["status"] == "ok":
-                for s, e in r["clips"]:
-                    index.append({"path": r["path"], "clip_start": float(s), "clip_end": float(e), "row": row})
-                    row += 1
         return {
             "embeddings": np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32),
             "tokens": np.concatenate(toks) if toks else None,
-            "index": index,
-            "videos": [
-                {"path": r["path"], "status": r["status"], "error": r["error"], "duration": r.get("duration")}
-                for r in records
-            ],
+            "index": _index_entries(items),
+            "videos": _video_entries(items),
         }
 
-    def merge(self, order: Sequence[str]) -> dict[str, Any]:
-        """(rank 0, after every rank closed) write the final output from the existing one + all parts."""
+    def merge(self, order: Sequence[str], load: bool = True) -> dict[str, Any]:
+        """(rank 0, after every rank closed) write the final output from the existing one + all parts, a video at a
+        time, in ``order``. Returns what :func:`read_embed_output` returns (``load=False``: only ``"videos"``)."""
         if self.out is None:
             return self.in_memory(order)
-        res = _collect_embed(self.out, self.fmt, order)
-        emb, tok, index = res["embeddings"], res["tokens"], res["index"]
         out = self.out
-        if self.fmt == "parquet":
-            pq = _pyarrow_parquet()
-            import pyarrow as pa
-
-            dim = emb.shape[1] if emb.ndim == 2 and emb.shape[0] else 0
-            flat = pa.array(emb.reshape(-1)) if dim else pa.array([], pa.float32())
-            cols = {
-                "path": pa.array([r["path"] for r in index], pa.string()),
-                "clip_start": pa.array([r["clip_start"] for r in index], pa.float64()),
-                "clip_end": pa.array([r["clip_end"] for r in index], pa.float64()),
-                "row": pa.array([r["row"] for r in index], pa.int64()),
-                "embedding": pa.FixedSizeListArray.from_arrays(flat, max(dim, 1))
-                if dim
-                else pa.array([], pa.list_(pa.float32(), 1)),
-            }
-            meta = {}
-            if tok is not None:
-                per = math.prod(tok.shape[1:])
-                cols["tokens"] = pa.FixedSizeListArray.from_arrays(pa.array(tok.reshape(-1)), per)
-                meta[b"vidtok_tokens_shape"] = json.dumps(list(tok.shape[1:])).encode()
-            table = pa.table(cols)
-            if meta:
-                table = table.replace_schema_metadata(meta)
-            _write_atomic(out, lambda tmp: pq.write_table(table, tmp))
-        else:
-            if self.fmt == "npy":
-                _write_atomic(out, lambda tmp: _np_save(tmp, emb))
-                if tok is not None:
-                    _write_atomic(_tokens_npy_path(out), lambda tmp: _np_save(tmp, tok))
-            else:
-                from safetensors.numpy import save_file
-
-                tensors = {"embeddings": np.ascontiguousarray(emb)}
-                if tok is not None:
-                    tensors["tokens"] = np.ascontiguousarray(tok)
-                meta = {"format": "vidtok-embeddings", "index": _index_path(out).name}
-                _write_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-
-            def write_index(tmp: Path) -> None:
-                with open(tmp, "w", newline="") as f:
-                    w = csv.writer(f, lineterminator="\n")
-                    w.writerow(["path", "clip_start", "clip_end", "row"])
-                    for r in index:
-                        w.writerow([r["path"], f"{r['clip_start']:.3f}", f"{r['clip_end']:.3f}", r["row"]])
-
-            _write_atomic(_index_path(out), write_index)
-        _write_errors(out, res["videos"])
+        items = self._write_merged(order)
+        videos = _video_entries(items)
+        _write_errors(out, videos)
         shutil.rmtree(_parts_dir(out), ignore_errors=True)
         _fsync_dir(out.parent)
+        if not load:
+            return {"embeddings": None, "tokens": None, "index": None, "videos": videos}
+        res = read_embed_output(out)
+        res["videos"] = videos  # in merge order, failed videos in their place (the file lists them apart)
         return res
+
+    def _write_merged(self, order: Sequence[str]) -> list[tuple[dict, Any]]:
+        assert self.out is not None and self.fmt is not None
+        final, items = _embed_items(self.out, self.fmt, order)
+        n, dim, dtype, tok_shape = _layout(self.out, final, items)
+        if self.fmt == "parquet":
+            sink: _ArraySink | _ParquetSink = _ParquetSink(self.out, n, dim, dtype, tok_shape)
+        else:
+            sink = _ArraySink(self.out, self.fmt, n, dim, dtype, tok_shape)
+        for rec, src in items:
+            if rec["status"] == "ok":
+                sink.add(rec, *_item_rows(final, rec, src))
+        final.close()  # the old output is unmapped before it is replaced
+        sink.commit()
+        return items
 
 
 def _np_save(path: Path, arr: np.ndarray) -> None:
