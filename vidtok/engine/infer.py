@@ -567,24 +567,21 @@ def classify(
             counts[row["status"]] += 1
             writer.write(row)
 
-        progress = _Progress(len(todo), verbose and dist.rank == 0, "classify")
-        try:
-            _run_loop(
-                todo,
-                spec,
-                forward,
-                on_done,
-                device=dev,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                timeout=timeout,
-                progress=progress,
-                streams=streams,
-            )
-        finally:
-            progress.close()
-            writer.close()
-        dist.barrier()
+        _run_job(
+            "classify",
+            todo,
+            spec,
+            forward,
+            on_done,
+            writer,
+            dist,
+            verbose=verbose,
+            device=dev,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            timeout=timeout,
+            streams=streams,
+        )
         rows = writer.merge(files) if dist.rank == 0 else []
         dist.barrier()
         if dist.rank != 0:
@@ -599,6 +596,17 @@ def classify(
 
 # --------------------------------------------------------------------------------------------------------------------
 # embed
+
+
+def _run_job(kind: str, todo, spec, forward, on_done, writer, dist: _Dist, *, verbose: bool, **loop_kw) -> None:
+    """Run the loop over this rank's videos with a progress bar, close the writer, wait for every rank."""
+    progress = _Progress(len(todo), verbose and dist.rank == 0, kind)
+    try:
+        _run_loop(todo, spec, forward, on_done, progress=progress, **loop_kw)
+    finally:
+        progress.close()
+        writer.close()
+    dist.barrier()
 
 
 def embed(
@@ -745,24 +753,21 @@ def embed(
                 tok.numpy().astype(out_dtype) if tok is not None else None,
             )
 
-        progress = _Progress(len(todo), verbose and dist.rank == 0, "embed")
-        try:
-            _run_loop(
-                todo,
-                spec,
-                forward,
-                on_done,
-                device=dev,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                timeout=timeout,
-                progress=progress,
-                streams=streams,
-            )
-        finally:
-            progress.close()
-            writer.close()
-        dist.barrier()
+        _run_job(
+            "embed",
+            todo,
+            spec,
+            forward,
+            on_done,
+            writer,
+            dist,
+            verbose=verbose,
+            device=dev,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            timeout=timeout,
+            streams=streams,
+        )
         res = writer.merge(files, load=load) if dist.rank == 0 else None
         dist.barrier()
         if res is None:
