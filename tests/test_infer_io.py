@@ -210,6 +210,28 @@ def test_embed_merge_edge_cases(tmp_path, fmt):
     assert out.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
 
 
+def test_embed_resume_onto_a_safetensors_file_written_by_the_library(tmp_path):
+    """Outputs written by safetensors' own save_file (vidtok's earlier merges) are read by the mapped reader and
+    merged with new parts."""
+    from safetensors.numpy import save_file
+
+    out = tmp_path / "e.safetensors"
+    old = np.arange(3 * 8 * 4, dtype=np.float32).reshape(3, 8, 4)
+    tok = -old.reshape(3, 1, 8, 4)
+    save_file({"tokens": tok, "embeddings": old.reshape(3, 32)}, str(out), metadata={"format": "vidtok-embeddings"})
+    rows = ["path,clip_start,clip_end,row", "a,0.000,1.000,0", "a,1.000,2.000,1", "b,0.000,1.000,2"]
+    (tmp_path / "e.index.csv").write_text("\n".join(rows) + "\n")
+    back = read_embed_output(out)
+    np.testing.assert_array_equal(back["embeddings"], old.reshape(3, 32))
+    np.testing.assert_array_equal(back["tokens"], tok)
+    assert [v["path"] for v in back["videos"]] == ["a", "b"]
+    new = _write_part(out, {"c": 2}, dim=32, tokens=(1, 8, 4))["c"]
+    res = EmbedWriter(out).merge(["c", "a", "b"])
+    np.testing.assert_array_equal(res["embeddings"], np.concatenate([new[0], old.reshape(3, 32)]))
+    np.testing.assert_array_equal(res["tokens"], np.concatenate([new[1], tok]))
+    assert [r["path"] for r in res["index"]] == ["c", "c", "a", "a", "b"]
+
+
 def test_cli_help_and_errors(tmp_path):
     for cmd in ("classify", "embed"):
         r = CliRunner().invoke(cli, [cmd, "--help"])
