@@ -199,6 +199,17 @@ def test_writing_an_av1_fixture_keeps_the_scheduling_policy(tmp_path):
     assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
 
 
+def test_pyav_reader_with_one_thread_starts_no_threads(sample_videos):
+    """num_threads=1 means one thread for the RGB conversion too: PyAV >= 17 converts on an automatic number of
+    threads unless told otherwise, which in a data-loader worker competes with the other workers and the model."""
+    tasks = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731
+    before = tasks()
+    path = next(p for p in sample_videos if p.stem == "carphone_pristine")
+    with open_video(path, backend="pyav", num_threads=1) as v:
+        v.get_frames([0, 5, 9])
+        assert tasks() <= before  # (<=: an unrelated thread may end meanwhile)
+
+
 @pytest.mark.parametrize("threads", [0, 2])
 def test_threads_same_pixels(lossless_video, threads):
     path, frames = lossless_video
