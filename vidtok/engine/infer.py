@@ -347,8 +347,9 @@ def cpu_streams(batch_size: int, streams: int | None = None) -> tuple[int, int]:
 
     Several model calls on parts of the batch, side by side in threads with few intra-op threads each, keep every
     core busy without an OpenMP pool that spins against the decode workers. Measured on 2 cores (vidtok_ti,
-    tools/bench_infer.py): model alone 1.0x (16x224²) to 1.29x (8x160²) one call with 2 threads; classify end to
-    end 1.57 vs 1.07 videos/s with the former policy of ``cores - workers`` intra-op threads.
+    tools/bench_infer.py): the model alone runs 0.96-1.29x as fast as one call with 2 threads, depending on the run
+    and the model size (so about the same); the gain is end to end, where classify ran at 1.57 vs 1.07 videos/s with
+    the former policy of ``cores - workers`` intra-op threads.
 
     Args:
         batch_size: clips per batch (a batch is split into at most this many parts).

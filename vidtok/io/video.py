@@ -30,8 +30,10 @@ import torch
 
 from vidtok.errors import VideoDecodeError
 
-# Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (see docs/readme/io.md).
-AUTO_ORDER = ("torchcodec", "pyav", "decord")
+# Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (README, "Reading video").
+# vidtok's PyAV reader decodes the fewest frames (it skips unwanted non-reference frames) and was the fastest on 4
+# of the 5 benchmark files, for random clips and for multi-view; torchcodec is ahead on 720p without B-frames.
+AUTO_ORDER = ("pyav", "torchcodec", "decord")
 BACKENDS = ("pyav", "decord", "torchcodec")
 _INSTALL = {
     "pyav": "pip install av",
