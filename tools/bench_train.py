@@ -49,6 +49,7 @@ def _config(args, data_root: str, model: str):
     d.test_short_side = args.crop
     d.hflip = False
     d.batch_size, d.num_workers = args.batch, args.workers
+    d.backend = args.backend
     t = cfg.train
     t.epochs, t.max_steps, t.device = 100, args.steps, "cpu"
     t.warmup_steps, t.eval_every, t.ckpt_every, t.log_every = 2, 0, 10**9, 10**9
@@ -109,6 +110,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--videos-per-class", type=int, default=8)
+    p.add_argument("--backend", default="auto", help="video decoder of the real loader (data.backend)")
     p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=["real", "memory"], help=argparse.SUPPRESS)
@@ -129,7 +131,7 @@ def main() -> None:
         for mode in ("real", "memory"):
             cmd = [sys.executable, __file__, "--case", "--model", model, "--mode", mode, "--data", tmp]
             cmd += ["--steps", str(args.steps), "--batch", str(args.batch), "--frames", str(args.frames)]
-            cmd += ["--crop", str(args.crop), "--workers", str(args.workers)]
+            cmd += ["--crop", str(args.crop), "--workers", str(args.workers), "--backend", args.backend]
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
                 print(r.stderr[-2000:], file=sys.stderr)
@@ -137,10 +139,13 @@ def main() -> None:
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(f"# {model:10s} {mode:6s} {rows[-1]['clips_per_sec']:.2f} clips/s", file=sys.stderr, flush=True)
 
+    from vidtok.io import resolve_backend
+
     print(f"\nMachine: {_machine()}; torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}; ")
     print(
         f"input {args.frames} frames x {args.crop}^2, batch {args.batch}, {args.steps} optimizer steps, "
-        f"real loader = {args.workers} workers decoding H.264 synthetic videos\n"
+        f"real loader = {args.workers} workers decoding H.264 synthetic videos "
+        f"(backend {resolve_backend(args.backend)})\n"
     )
     print("| model | real loader clips/s | in-memory clips/s | ratio | peak RSS train (MiB) | peak RSS worker (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
