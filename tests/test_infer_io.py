@@ -232,6 +232,22 @@ def test_embed_resume_onto_a_safetensors_file_written_by_the_library(tmp_path):
     assert [r["path"] for r in res["index"]] == ["c", "c", "a", "a", "b"]
 
 
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "parquet"])
+def test_embed_unreadable_output_is_a_one_line_error(tmp_path, fmt):
+    """A damaged final output (here: cut in half) is a VidtokError naming the file, for reading it back and for
+    --resume (done_paths); the file is left as it is."""
+    out = tmp_path / f"e.{fmt}"
+    _write_part(out, {"a": 3, "b": 2})
+    EmbedWriter(out).merge(["a", "b"])
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    for call in (lambda: read_embed_output(out), lambda: EmbedWriter(out).done_paths()):
+        with pytest.raises(VidtokError, match=rf"e\.{fmt}: cannot read this output \(.+\); remove it") as e:
+            call()
+        assert "\n" not in str(e.value)
+    assert out.read_bytes() == data[: len(data) // 2]
+
+
 def test_cli_help_and_errors(tmp_path):
     for cmd in ("classify", "embed"):
         r = CliRunner().invoke(cli, [cmd, "--help"])

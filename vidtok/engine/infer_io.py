@@ -21,7 +21,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,13 +301,14 @@ def _merge_key(order: dict[str, int]):
     return lambda path: (order.get(path, big), path)
 
 
-def _dedup(rows: Iterable[dict]) -> dict[str, dict]:
-    """One row per path; an ``ok`` row wins over an error row (e.g. a retried video), otherwise the later one."""
-    best: dict[str, dict] = {}
+def _dedup(rows: Iterable[Any], rec: Callable[[Any], dict] = lambda r: r) -> dict[str, Any]:
+    """One row per path; an ``ok`` row wins over an error row (e.g. a retried video), otherwise the later one.
+    ``rec`` gets the record out of an item (embed items are ``(record, source)`` pairs)."""
+    best: dict[str, Any] = {}
     for r in rows:
-        old = best.get(r["path"])
-        if old is None or r["status"] == "ok" or old["status"] != "ok":
-            best[r["path"]] = r
+        old = best.get(rec(r)["path"])
+        if old is None or rec(r)["status"] == "ok" or rec(old)["status"] != "ok":
+            best[rec(r)["path"]] = r
     return best
 
 
@@ -610,13 +611,23 @@ class _FinalEmbed:
     def __init__(self, out: Path, fmt: str):
         self.out, self.fmt = out, fmt
         self.videos: list[dict] = []  # {"path", "status", "error", "clips", "start", "n"} per video
-        self.n_rows, self.dim, self.tok_shape = 0, 0, None
+        self.n_rows, self.dim, self.dtype, self.tok_shape = 0, 0, "<f4", None
         self.vectors: np.ndarray | None = None
         self.tokens: np.ndarray | None = None
         self._pf: Any = None
         self._group = (-1, None, None)
         if not out.exists():
             return
+        try:
+            self._load()
+        except VidtokError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise VidtokError(f"{out}: cannot read this output ({reason}); remove it or use --overwrite") from None
+
+    def _load(self) -> None:
+        out, fmt = self.out, self.fmt
         if fmt == "parquet":
             pq = _pyarrow_parquet()
             self._pf = pf = pq.ParquetFile(out)
@@ -628,7 +639,8 @@ class _FinalEmbed:
                 strict=True,
             )
             schema = pf.schema_arrow
-            self.dim = schema.field("embedding").type.list_size
+            emb = schema.field("embedding").type
+            self.dim, self.dtype = emb.list_size, np.dtype(emb.value_type.to_pandas_dtype()).str
             if "tokens" in schema.names:
                 self.tok_shape = json.loads(schema.metadata[b"vidtok_tokens_shape"])
             self.n_rows = pf.metadata.num_rows
@@ -643,6 +655,7 @@ class _FinalEmbed:
                 self.vectors, self.tokens = arrays["embeddings"], arrays.get("tokens")
             self.n_rows = len(self.vectors)
             self.dim = self.vectors.shape[1] if self.vectors.ndim == 2 else 0
+            self.dtype = self.vectors.dtype.str
             self.tok_shape = list(self.tokens.shape[1:]) if self.tokens is not None else None
             index = []
             ip = _index_path(out)
@@ -708,11 +721,7 @@ def _embed_items(out: Path, fmt: str, order: Sequence[str] | None) -> tuple[_Fin
         for jp in sorted(parts.glob("*.videos.jsonl")):
             part = _EmbedPart(jp)
             items += [(r, part) for r in part.records()[0]]
-    best: dict[str, tuple[dict, Any]] = {}
-    for rec, src in items:
-        old = best.get(rec["path"])
-        if old is None or rec["status"] == "ok" or old[0]["status"] != "ok":
-            best[rec["path"]] = (rec, src)
+    best = _dedup(items, rec=lambda it: it[0])
     keys = list(best)
     if order is not None:
         keys.sort(key=_merge_key({p: i for i, p in enumerate(order)}))
@@ -726,14 +735,8 @@ def _item_rows(final: _FinalEmbed, rec: dict, src: Any) -> tuple[np.ndarray, np.
 def _item_layout(rec: dict, src: Any, final: _FinalEmbed) -> tuple[int, str, list[int] | None]:
     """(dim, numpy dtype string, token shape or None) of one ok video's rows, without reading them."""
     if src is None:
-        assert final.vectors is not None or final._pf is not None
-        dt = final.vectors.dtype.str if final.vectors is not None else _parquet_value_dtype(final)
-        return final.dim, dt, final.tok_shape
+        return final.dim, final.dtype, final.tok_shape
     return rec["dim"], rec["dtype"], rec.get("tok_shape")
-
-
-def _parquet_value_dtype(final: _FinalEmbed) -> str:
-    return np.dtype(final._pf.schema_arrow.field("embedding").type.value_type.to_pandas_dtype()).str
 
 
 def _video_entries(items: list[tuple[dict, Any]]) -> list[dict]:
