@@ -142,6 +142,42 @@ def test_cpu_streams_split_batches_same_results(job):
         _same(a, b)
 
 
+def test_cpu_stream_takes_the_next_part_while_another_is_slow(job):
+    """Streams do not wait for each other: while one part is slow (here: the first call sleeps), the other stream
+    goes on with the next parts, and the rows still equal a one-stream run (parts come back out of order)."""
+    import threading
+    import time
+
+    model = vidtok.load_model(job["ckpt"])
+    kw = dict(topk=3, backend="pyav", num_workers=2, batch_size=2)
+    one = classify(job["good"], model, streams=1, **kw)
+
+    lock = threading.Lock()
+    pending = {"sleep": True}
+    starts, calls = {}, []  # calls: (thread name, start, end)
+
+    def pre(m, args):
+        starts[threading.current_thread().name] = time.monotonic()
+        with lock:
+            sleep, pending["sleep"] = pending["sleep"], False
+        if sleep:
+            time.sleep(1.5)
+
+    def post(m, args, out):
+        name = threading.current_thread().name
+        calls.append((name, starts[name], time.monotonic()))
+
+    hooks = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+    two = classify(job["good"], model, streams=2, **kw)
+    for h in hooks:
+        h.remove()
+    slow = max(calls, key=lambda c: c[2] - c[1])
+    during = [c for c in calls if c[0] != slow[0] and c[1] >= slow[1] and c[2] <= slow[2]]
+    assert len(during) >= 2, (slow, calls)  # with a wait for every part of a batch: at most one
+    for a, b in zip(one, two, strict=True):
+        _same(a, b)
+
+
 def test_cpu_streams_plan(monkeypatch):
     from vidtok.engine.infer import cpu_streams
 

@@ -210,8 +210,23 @@ FIXTURES: dict[str, FixtureSpec] = {
     "raw_h264": FixtureSpec(
         "raw.h264", 30, 48, 64, codec="libx264", lossless=False, kwargs={"options": {"crf": "18", "g": "10", "bf": "2"}}
     ),
+    # FFmpeg's mpegvideo family (rounding control per picture): torchcodec/decord's FFmpeg builds decode these
+    # inexactly, so vidtok reads them with PyAV (vidtok.io.video.PYAV_ONLY_CODECS)
     "mpeg4_avi": FixtureSpec(
         "mpeg4.avi", 20, 48, 64, codec="mpeg4", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
+    ),
+    # (sizes and settings chosen so that torchcodec's and decord's own decodes differ from PyAV's here)
+    "h263p_avi": FixtureSpec(
+        "h263p.avi", 20, 144, 176, codec="h263p", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
+    ),
+    "msmpeg4_avi": FixtureSpec(
+        "msmpeg4.avi", 30, 48, 64, codec="msmpeg4", lossless=False, kwargs={"options": {"g": "12", "qscale": "2"}}
+    ),
+    "wmv1_avi": FixtureSpec(
+        "wmv1.avi", 20, 48, 64, codec="wmv1", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
+    ),
+    "wmv2_avi": FixtureSpec(
+        "wmv2.avi", 20, 144, 176, codec="wmv2", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
     ),
 }
 

@@ -22,8 +22,11 @@ Example::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import queue
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -238,8 +241,11 @@ def _run_loop(
     """Decode ``paths`` in a pool, run ``forward`` on batches of views, call ``on_done(path, info, outputs, error)``
     once per video (``outputs`` maps each key of ``forward``'s result to a CPU tensor with one row per view).
 
-    On CPU each batch is split over ``streams`` threads that run the model side by side, each with
-    ``cores // streams`` intra-op threads (see :func:`cpu_streams`)."""
+    On CPU the model runs in ``streams`` threads (see :func:`cpu_streams`), each with ``cores // streams`` intra-op
+    threads, on parts of ``batch_size / streams`` views. Each stream takes the next part as soon as it is free (one
+    part waits ready beyond those being computed): no stream waits for another to finish a batch. Splitting each
+    batch and waiting for all its parts left a core idle whenever one part ran slower (it shared its core with a
+    decode worker), about 6 % of an end-to-end run on 2 cores."""
     if not paths:
         return
     pin = device.type == "cuda"
@@ -250,95 +256,146 @@ def _run_loop(
     max_buffered = max(2 * num_workers, 4)  # decoded videos held by the pool
     cap = 2 * batch_size  # views taken out of the pool ahead of the model
 
-    def run_batch() -> None:
+    threads = torch.get_num_threads()
+    n_streams, per_stream = cpu_streams(batch_size, streams) if device.type == "cpu" else (1, threads)
+    part = -(-batch_size // n_streams)  # views per model call
+
+    def take() -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """Up to ``part`` queued views (across videos) and their owners ``(tid, first view, count)``."""
         nonlocal queued_views
-        chunks, owners = [], []  # owners: (tid, first view, count)
+        chunks, owners = [], []
         n = 0
-        while queue_ and n < batch_size:
+        while queue_ and n < part:
             item = queue_[0]
             tid, views, start = item
-            take = min(batch_size - n, len(views) - start)
-            chunks.append(views[start : start + take])
-            owners.append((tid, start, take))
-            n += take
-            if start + take == len(views):
+            k = min(part - n, len(views) - start)
+            chunks.append(views[start : start + k])
+            owners.append((tid, start, k))
+            n += k
+            if start + k == len(views):
                 queue_.popleft()
             else:
-                item[2] = start + take
+                item[2] = start + k
         queued_views -= n
-        x = torch.from_numpy(np.concatenate(chunks) if len(chunks) > 1 else chunks[0])
+        return (np.concatenate(chunks) if len(chunks) > 1 else chunks[0]), owners
+
+    def run_model(x: np.ndarray) -> dict[str, torch.Tensor]:
+        t = torch.from_numpy(x)
         if pin:
-            x = x.pin_memory()
-        out = {k: v.float().cpu() for k, v in run_model(x.to(device, non_blocking=pin)).items()}
-        progress.add_clips(n)
+            t = t.pin_memory()
+        return {k: v.float().cpu() for k, v in forward(t.to(device, non_blocking=pin)).items()}
+
+    def complete(owners: list[tuple[int, int, int]], out: dict[str, torch.Tensor]) -> None:
+        progress.add_clips(sum(k for _, _, k in owners))
         off = 0
-        for tid, _start, take in owners:
+        for tid, start, k in owners:
             st = state[tid]
-            for k, v in out.items():
-                st["out"].setdefault(k, []).append(v[off : off + take])
-            off += take
-            st["left"] -= take
+            st["out"].append((start, {key: v[off : off + k] for key, v in out.items()}))
+            off += k
+            st["left"] -= k
             if st["left"] == 0:
                 finish(tid)
 
     def finish(tid: int, error: str = "") -> None:
         nonlocal finished
         st = state.pop(tid)
-        outs = {k: torch.cat(v) for k, v in st["out"].items()} if not error else None
+        outs = None
+        if not error:  # parts of one video may come back from different streams in any order
+            parts = [o for _, o in sorted(st["out"], key=lambda p: p[0])]
+            outs = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         on_done(st["path"], st["info"], outs, error)
         finished += 1
         progress.video_done()
 
-    threads = torch.get_num_threads()
-    n_streams, per_stream = cpu_streams(batch_size, streams) if device.type == "cpu" else (1, threads)
-    executor = None
+    # CPU streams: threads that take parts from `work` and put (owners, outputs or exception) on `done`
+    work: queue.Queue = queue.Queue(maxsize=1)
+    done: queue.Queue = queue.Queue()
+    inflight = 0  # parts handed to the streams and not yet completed
+
+    def stream_main() -> None:
+        while (item := work.get()) is not None:
+            owners, x = item
+            try:
+                done.put((owners, run_model(x)))
+            except BaseException as e:  # handed to the main thread, which raises it
+                done.put((owners, e))
+
+    def dispatch(x: np.ndarray, owners: list) -> None:
+        nonlocal inflight
+        if not workers:
+            complete(owners, run_model(x))
+            return
+        work.put((owners, x))  # blocks while every stream is busy and a part already waits
+        inflight += 1
+
+    def collect(block: bool) -> None:
+        nonlocal inflight
+        while inflight:
+            try:
+                owners, out = done.get(block=block)
+            except queue.Empty:
+                return
+            inflight -= 1
+            block = False
+            if isinstance(out, BaseException):
+                raise out
+            complete(owners, out)
+
+    workers: list[threading.Thread] = []
     if device.type == "cpu":
         torch.set_num_threads(per_stream)  # restored on exit
     if n_streams > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        executor = ThreadPoolExecutor(n_streams, thread_name_prefix="vidtok-model")
-
-    def run_model(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        chunks = [c for c in x.tensor_split(n_streams) if len(c)] if executor is not None else [x]
-        if len(chunks) == 1:
-            return forward(chunks[0])
-        parts = [f.result() for f in [executor.submit(forward, c) for c in chunks]]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        workers = [
+            threading.Thread(target=stream_main, name=f"vidtok-model_{i}", daemon=True) for i in range(n_streams)
+        ]
+        for w in workers:
+            w.start()
 
     try:
         with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
             received = 0
             while finished < len(paths):
-                arrived = 0
+                collect(block=False)
+                arrived, waited = 0, False
                 if received < len(paths) and queued_views < cap:
-                    # Wait for decoded videos: without limit when there is nothing to run, briefly when a partial batch
-                    # is waiting (if decoding is the bottleneck, partial batches cost nothing and rows get written
-                    # sooner), not at all when a full batch is ready. Take no more than `cap` views, so that decoded
+                    # Wait for decoded videos: without limit when there is nothing to run, briefly when a partial part
+                    # is waiting (if decoding is the bottleneck, partial parts cost nothing and rows get written
+                    # sooner), not at all when a full part is ready. Take no more than `cap` views, so that decoded
                     # videos wait in the pool, whose back-pressure then stops giving workers new files.
-                    wait = None if queued_views == 0 else (0.0 if queued_views >= batch_size else 0.2)
+                    wait = None if queued_views == 0 else (0.0 if queued_views >= part else 0.2)
+                    waited = wait is not None and wait > 0
                     item = pool.get(timeout=wait)
                     while item is not None:
                         received += 1
                         arrived += 1
                         tid, path, result = item
                         if isinstance(result, str):
-                            state[tid] = {"path": path, "info": None, "out": {}, "left": 0}
+                            state[tid] = {"path": path, "info": None, "out": [], "left": 0}
                             finish(tid, error=result)
                         else:
                             info, views = result
-                            state[tid] = {"path": path, "info": info, "out": {}, "left": len(views)}
+                            state[tid] = {"path": path, "info": info, "out": [], "left": len(views)}
                             if len(views) == 0:
                                 finish(tid, error="no views")
                             else:
                                 queue_.append([tid, views, 0])
                                 queued_views += len(views)
                         item = pool.get(timeout=0) if received < len(paths) and queued_views < cap else None
-                if queued_views >= batch_size or (queued_views > 0 and (arrived == 0 or received == len(paths))):
-                    run_batch()
+                last = received == len(paths)
+                while queued_views >= part or (queued_views > 0 and (last or (waited and arrived == 0))):
+                    dispatch(*take())
+                if last and queued_views == 0 and finished < len(paths):
+                    if not inflight:
+                        raise RuntimeError(f"{len(paths) - finished} videos were never completed (a bug)")
+                    collect(block=True)  # every video is decoded: wait for the streams
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                work.get_nowait()  # parts not started (an error or Ctrl-C stopped the job)
+        for _ in workers:
+            work.put(None)
+        for w in workers:
+            w.join()
         torch.set_num_threads(threads)
 
 

@@ -42,6 +42,16 @@ _INSTALL = {
 }
 _MODULE = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec"}
 
+# Codecs that torchcodec and decord do not decode exactly, so vidtok reads them with PyAV whichever backend is asked
+# for. These decoders (FFmpeg's mpegvideo family) switch motion compensation between rounding modes per picture; the
+# FFmpeg builds torchcodec and decord load here (the system's 5.1, decord's bundled one) then use approximate x86
+# SIMD routines unless AV_CODEC_FLAG_BITEXACT is set, which neither library lets a caller set. Their frames differ
+# from a plain PyAV decode by 1-2 on some pixels (measured: MPEG-4 Part 2, H.263+, MS-MPEG-4 v3, WMV1, WMV2;
+# ``ffmpeg -flags bitexact`` or ``-cpuflags 0`` with the same 5.1 build matches PyAV exactly). The names are FFmpeg
+# codec names as the backends report them (torchcodec says "msmpeg4v3" where PyAV and decord say "msmpeg4").
+PYAV_ONLY_CODECS = frozenset({"mpeg4", "h263", "h263p", "h263i", "msmpeg4", "msmpeg4v3", "wmv1", "wmv2"})
+_ROUTED: set[tuple[str, str]] = set()  # (backend, codec) pairs already announced in this process
+
 
 @dataclass(frozen=True)
 class VideoMetadata:
@@ -414,19 +424,34 @@ def open_video(
     except VideoDecodeError as e:
         if name == "pyav":
             raise
-        first: BaseException = e
+        first: BaseException | None = e
     except Exception as e:
         if name == "pyav":
             raise VideoDecodeError(path, _one_line(e)) from e
         first = e
     else:
-        return Video(path, reader, num_threads=num_threads, short_side=short_side)
-    # torchcodec/decord could not open it: retry once with PyAV.
+        codec = reader.metadata.codec
+        if name == "pyav" or codec not in PYAV_ONLY_CODECS:
+            return Video(path, reader, num_threads=num_threads, short_side=short_side)
+        with contextlib.suppress(Exception):
+            reader.close()
+        if (name, codec) not in _ROUTED:  # once per process: data loaders open a video per clip
+            _ROUTED.add((name, codec))
+            warnings.warn(
+                f"{name} does not decode {codec} bit-exactly (approximate SIMD in its FFmpeg build); "
+                f"vidtok reads {codec} streams with pyav",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        first = None
+    # torchcodec/decord could not open it (or must not decode this codec): PyAV, once.
+    also = f" ({name} failed too)" if first is not None else ""
     try:
         reader = _make_reader("pyav", path, num_threads, short_side)
     except VideoDecodeError as e:
-        raise VideoDecodeError(path, f"{e.reason} ({name} failed too)") from e
+        raise VideoDecodeError(path, f"{e.reason}{also}") from e
     except Exception as e:
-        raise VideoDecodeError(path, f"{_one_line(e)} ({name} failed too)") from e
-    warnings.warn(f"{path}: {name} cannot open it ({_one_line(first)}); using pyav", RuntimeWarning, stacklevel=2)
+        raise VideoDecodeError(path, f"{_one_line(e)}{also}") from e
+    if first is not None:
+        warnings.warn(f"{path}: {name} cannot open it ({_one_line(first)}); using pyav", RuntimeWarning, stacklevel=2)
     return Video(path, reader, num_threads=num_threads, short_side=short_side)
