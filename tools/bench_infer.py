@@ -10,7 +10,8 @@ with one keyframe every 250 frames, as YouTube-sourced Kinetics clips commonly a
 * ``vidtok classify``: ``vidtok.classify`` end to end (discovery, ``--workers`` decode processes overlapped with the
   model, batches across videos, CSV written as videos finish), timed from the call to its return.
 * ``naive loop``: what a user would write: for each video, open, decode its views, transform, run the model, next.
-* ``decode only``: the views of every video prepared in this process, no model (the workers' job, on one core).
+* ``decode only``: the views of every video prepared in this process with one torch thread, no model (what the
+  workers do, on one core).
 * ``bound``: what any pipeline overlapping decoding with the model can reach: the slowest of the model alone, the
   decoding spread over the workers and, on CPU, the CPU time of both (each measured alone with
   ``time.process_time``) spread over the cores they share. On C cores with a model that keeps them all busy this
@@ -172,9 +173,13 @@ def main() -> None:
     sync()
 
     def prepare_all() -> tuple[float, float, np.ndarray]:  # one process, no model: (wall s, CPU s, views)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a decode worker (the resize would otherwise use torch's intra-op pool)
         t0, c0 = time.perf_counter(), time.process_time()
         out = np.concatenate([prepare_views(str(p), spec)[1] for p in paths])  # (N, 3, T, c, c) uint8
-        return time.perf_counter() - t0, time.process_time() - c0, out
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        torch.set_num_threads(threads)
+        return dt, dc, out
 
     t_prep, cpu_prep, views = prepare_all()
     default_threads = torch.get_num_threads()
