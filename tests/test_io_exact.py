@@ -183,6 +183,46 @@ def test_short_side_resize_real_video(sample_videos, backend):
     assert torch.equal(x, F.resize(full, [100, 122], antialias=True).permute(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_resize_short_side_is_torchvision_resize(monkeypatch, native):
+    """vidtok's decode-time resize makes torchvision's call itself (so decoding does not import torchvision): the
+    same pixels for 0, 1 and several frames, channels-last in and out, on either of torchvision's CPU paths (native
+    uint8 where the CPU has the vectorised kernel, else float32 rounded back)."""
+    from vidtok.io.backends import common
+
+    monkeypatch.setattr(common, "_NATIVE_UINT8_BILINEAR", native)
+    g = torch.Generator().manual_seed(0)
+    for n, (h, w), s in [(3, (48, 64), 24), (1, (47, 65), 30), (2, (90, 40), 33), (0, (20, 30), 10)]:
+        frames = torch.randint(0, 256, (n, h, w, 3), generator=g, dtype=torch.uint8)
+        out = common.resize_short_side(frames, s)
+        size = list(common.short_side_size(h, w, s))
+        chw = frames.permute(0, 3, 1, 2)
+        if native:
+            ref = F.resize(chw, size, antialias=True) if n else chw.new_empty((0, 3, *size))
+        else:
+            ref = F.resize(chw.float(), size, antialias=True).round_().to(torch.uint8)
+        assert out.shape == (n, *size, 3) and out.is_contiguous()
+        assert torch.equal(out, ref.permute(0, 2, 3, 1)), (n, h, w, s)
+
+
+def test_decoding_views_does_not_import_torchvision(sample_videos):
+    """classify/embed workers cut views with vidtok.io and the samplers only: no torchvision import (seconds), and
+    backend="auto" stops at PyAV without probing (importing) torchcodec (seconds too)."""
+    import subprocess
+    import sys
+
+    path = next(p for p in sample_videos if p.stem == "carphone_pristine")
+    code = (
+        "import sys; from vidtok.engine.infer_workers import ViewSpec, prepare_views; "
+        "spec = ViewSpec(mode='uniform', num_frames=4, frame_stride=2, crop_size=64, short_side=72, clips=2, crops=1, "
+        f"backend='auto'); info, v = prepare_views({str(path)!r}, spec); assert v.shape == (2, 3, 4, 64, 64), v.shape; "
+        "print(sorted(m for m in sys.modules if m.startswith(('torchvision', 'torch._dynamo', 'torchcodec'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout[-500:]
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="no POSIX scheduling API")
 def test_writing_an_av1_fixture_keeps_the_scheduling_policy(tmp_path):
     """SVT-AV1 makes the calling thread SCHED_FIFO 99 as root; processes forked later (decode pools, the Triton

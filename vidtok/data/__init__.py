@@ -12,20 +12,38 @@ See :mod:`vidtok.data.datasets` for the dataflow. Typical use::
             ...
 """
 
-from vidtok.data.datasets import (
-    VideoClipDataset,
-    build_dataset,
-    parse_class_folders,
-    parse_kinetics_csv,
-    parse_list_file,
-    read_bad_files,
-    read_classes,
-    resolve_classes,
-)
-from vidtok.data.loader import EpochSampler, build_loader, collate_clips
-from vidtok.data.samplers import Clip, random_clip, sample_clips, segment_clip, sliding_clips, uniform_clips
-from vidtok.data.synthetic import MOTIONS, make_synthetic_dataset
-from vidtok.data.transforms import NORMALIZATION, EvalTransform, MixupCutmix, TrainTransform, build_transforms
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Imported on use, so that ``import vidtok.data.samplers`` (what classify/embed and their decode workers need) does
+# not import torchvision: its import pulls in torch._dynamo, about 2.5 s on a 2-core machine, once per process.
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "VideoClipDataset",
+            "build_dataset",
+            "parse_class_folders",
+            "parse_kinetics_csv",
+            "parse_list_file",
+            "read_bad_files",
+            "read_classes",
+            "resolve_classes",
+        ],
+        "vidtok.data.datasets",
+    ),
+    **dict.fromkeys(["EpochSampler", "build_loader", "collate_clips"], "vidtok.data.loader"),
+    **dict.fromkeys(
+        ["Clip", "random_clip", "sample_clips", "segment_clip", "sliding_clips", "uniform_clips"],
+        "vidtok.data.samplers",
+    ),
+    **dict.fromkeys(["MOTIONS", "make_synthetic_dataset"], "vidtok.data.synthetic"),
+    **dict.fromkeys(
+        ["NORMALIZATION", "EvalTransform", "MixupCutmix", "TrainTransform", "build_transforms"],
+        "vidtok.data.transforms",
+    ),
+}
 
 __all__ = [
     "Clip",
@@ -53,3 +71,15 @@ __all__ = [
     "MOTIONS",
     "make_synthetic_dataset",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache: later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'vidtok.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -269,12 +269,13 @@ class DecodePool:
         self.close()
 
     def start(self) -> None:
-        import vidtok.data.samplers
-        import vidtok.data.transforms  # noqa: F401  (torchvision: seconds to import)
+        import vidtok.data.samplers  # noqa: F401
+        import vidtok.io.backends.common  # noqa: F401
         from vidtok.io import resolve_backend
 
         # Import and load everything a worker needs here, once: forked workers (and their replacements) inherit it
-        # instead of each spending seconds importing torchvision and loading the FFmpeg libraries.
+        # instead of each loading the decoder's libraries (torchcodec's FFmpeg takes seconds). Nothing here imports
+        # torchvision (whose import pulls in torch._dynamo, seconds): the decode-time resize calls torch directly.
         self.spec = dataclasses.replace(self.spec, backend=resolve_backend(self.spec.backend))
         _load_hook()
         n = min(self.num_workers, max(len(self.paths), 1))

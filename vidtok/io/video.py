@@ -146,10 +146,11 @@ def resolve_backend(backend: str = "auto") -> str:
         ImportError: the named backend is not installed (the message has the install command).
     """
     if backend == "auto":
-        avail = available_backends()
-        if not avail:
-            raise ImportError(f"no video backend installed; install one: {_INSTALL['pyav']}")
-        return avail[0]
+        # the first available in AUTO_ORDER, probing no further (probing torchcodec imports it: seconds)
+        for name in AUTO_ORDER:
+            if _backend_installed(name) and (name != "torchcodec" or _torchcodec_loads()):
+                return name
+        raise ImportError(f"no video backend installed; install one: {_INSTALL['pyav']}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose one of 'auto', {', '.join(map(repr, BACKENDS))}")
     if not _backend_installed(backend) or (backend == "torchcodec" and not _torchcodec_loads()):

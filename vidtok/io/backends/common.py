@@ -15,6 +15,18 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return max(1, round(height * short_side / width)), short_side
 
 
+def _native_uint8_bilinear() -> bool:
+    """Whether torchvision resizes uint8 bilinear natively here (its ``_do_native_uint8_resize_on_cpu``)."""
+    import platform
+
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
+
+
+_NATIVE_UINT8_BILINEAR: bool | None = None
+
+
 def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     """Resize uint8 RGB frames ``(..., H, W, 3)`` so that the shorter side is ``short_side`` pixels.
 
@@ -22,15 +34,29 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     exactly what :class:`vidtok.data.transforms.EvalTransform` does to full-resolution frames, so a decode-time resize
     gives the same pixels on every backend and the same views as resizing after decoding. Returns a contiguous tensor.
     """
-    from torchvision.transforms.v2 import functional as F
+    import torch
+    from torch.nn import functional as tnf
 
+    global _NATIVE_UINT8_BILINEAR
+    if _NATIVE_UINT8_BILINEAR is None:
+        _NATIVE_UINT8_BILINEAR = _native_uint8_bilinear()
     h, w = int(frames.shape[-3]), int(frames.shape[-2])
     oh, ow = short_side_size(h, w, short_side)
     if (oh, ow) == (h, w):
         return frames.contiguous()
-    # channels-last memory in (a view, no copy) keeps torchvision on its fast uint8 path and gives channels-last out,
-    # so moving the channels back is already contiguous (contiguous() is then free)
-    return F.resize(frames.movedim(-1, -3), [oh, ow], antialias=True).movedim(-3, -1).contiguous()
+    # The call torchvision's resize makes for uint8 bilinear on CPU (torch's native uint8 antialiased kernel), made
+    # directly so that decoding does not import torchvision (seconds, via torch._dynamo); the pixels are the same
+    # (tests compare with F.resize). Channels-last memory in (a view, no copy) keeps the fast uint8 path and gives
+    # channels-last out, so moving the channels back is already contiguous (contiguous() is then free).
+    if frames.numel() == 0:
+        return frames.new_empty((*frames.shape[:-3], oh, ow, frames.shape[-1]))
+    x = frames.reshape(-1, h, w, frames.shape[-1]).movedim(-1, -3)
+    if _NATIVE_UINT8_BILINEAR:
+        y = tnf.interpolate(x, size=[oh, ow], mode="bilinear", align_corners=False, antialias=True)
+    else:  # torchvision's path on CPUs without the vectorised uint8 kernel: float32, rounded back
+        y = tnf.interpolate(x.float(), size=[oh, ow], mode="bilinear", align_corners=False, antialias=True)
+        y = y.round_().to(torch.uint8)
+    return y.movedim(-3, -1).reshape(*frames.shape[:-3], oh, ow, frames.shape[-1]).contiguous()
 
 
 def rotation_degrees(value: float | int | None) -> int:
