@@ -6,9 +6,7 @@ instant and import torch only when a name that needs it is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from vidtok._lazy import lazy_exports
 from vidtok.errors import CheckpointError, ConfigError, VideoDecodeError, VidtokError
 
 __version__ = "0.1.0"
@@ -37,14 +35,4 @@ __all__ = [
     *_LAZY,
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # cache: later lookups skip __getattr__
-        return value
-    raise AttributeError(f"module 'vidtok' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -14,8 +14,7 @@ See :mod:`vidtok.data.datasets` for the dataflow. Typical use::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vidtok._lazy import lazy_exports
 
 # Imported on use, so that ``import vidtok.data.samplers`` (what classify/embed and their decode workers need) does
 # not import torchvision: its import pulls in torch._dynamo, about 2.5 s on a 2-core machine, once per process.
@@ -72,14 +71,4 @@ __all__ = [
     "make_synthetic_dataset",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # cache: later lookups skip __getattr__
-        return value
-    raise AttributeError(f"module 'vidtok.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

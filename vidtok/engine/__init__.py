@@ -5,8 +5,7 @@ Submodules are imported on use (``from vidtok.engine.train import train``) so im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vidtok._lazy import lazy_exports
 
 _LAZY = {
     "train": "vidtok.engine.train",
@@ -20,8 +19,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vidtok.engine' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

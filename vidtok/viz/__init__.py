@@ -11,8 +11,7 @@ Names are resolved lazily so ``import vidtok.viz`` imports neither torch nor mat
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vidtok._lazy import lazy_exports
 
 _LAZY = {
     "visualize": "vidtok.viz.attention",
@@ -30,14 +29,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vidtok.viz' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
