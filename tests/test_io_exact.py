@@ -190,7 +190,7 @@ def test_resize_short_side_is_torchvision_resize(monkeypatch, native):
     uint8 where the CPU has the vectorised kernel, else float32 rounded back)."""
     from vidtok.io.backends import common
 
-    monkeypatch.setattr(common, "_NATIVE_UINT8_BILINEAR", native)
+    monkeypatch.setattr(common, "_native_uint8_bilinear", lambda: native)
     g = torch.Generator().manual_seed(0)
     for n, (h, w), s in [(3, (48, 64), 24), (1, (47, 65), 30), (2, (90, 40), 33), (0, (20, 30), 10)]:
         frames = torch.randint(0, 256, (n, h, w, 3), generator=g, dtype=torch.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return max(1, round(height * short_side / width)), short_side
 
 
+@functools.cache
 def _native_uint8_bilinear() -> bool:
     """Whether torchvision resizes uint8 bilinear natively here (its ``_do_native_uint8_resize_on_cpu``)."""
     import platform
@@ -22,9 +24,6 @@ def _native_uint8_bilinear() -> bool:
     import torch
 
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
-
-
-_NATIVE_UINT8_BILINEAR: bool | None = None
 
 
 def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
@@ -37,9 +36,6 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     import torch
     from torch.nn import functional as tnf
 
-    global _NATIVE_UINT8_BILINEAR
-    if _NATIVE_UINT8_BILINEAR is None:
-        _NATIVE_UINT8_BILINEAR = _native_uint8_bilinear()
     h, w = int(frames.shape[-3]), int(frames.shape[-2])
     oh, ow = short_side_size(h, w, short_side)
     if (oh, ow) == (h, w):
@@ -51,7 +47,7 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     if frames.numel() == 0:
         return frames.new_empty((*frames.shape[:-3], oh, ow, frames.shape[-1]))
     x = frames.reshape(-1, h, w, frames.shape[-1]).movedim(-1, -3)
-    if _NATIVE_UINT8_BILINEAR:
+    if _native_uint8_bilinear():
         y = tnf.interpolate(x, size=[oh, ow], mode="bilinear", align_corners=False, antialias=True)
     else:  # torchvision's path on CPUs without the vectorised uint8 kernel: float32, rounded back
         y = tnf.interpolate(x.float(), size=[oh, ow], mode="bilinear", align_corners=False, antialias=True)
