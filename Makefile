@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test docs lint format clean
 
 # torch/torchvision are pinned here (they install from this machine's disk); pyproject keeps ranges open.
 $(VENV)/.installed: pyproject.toml
@@ -24,7 +24,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check vidtok tests tools
 	$(VENV)/bin/ruff format --check vidtok tests tools
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check vidtok tests tools
@@ -34,4 +38,4 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix vidtok tests tools
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) site .pytest_cache .ruff_cache

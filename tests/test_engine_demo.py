@@ -1,6 +1,6 @@
 """The demo pipeline end to end on a tiny budget (synthetic videos -> train -> eval), and `vidtok eval` on its run.
 
-The accuracy of the full demo is measured by `vidtok demo` itself (docs/readme/train.md), not asserted here."""
+The accuracy of the full demo is measured by `vidtok demo` itself (docs/training.md), not asserted here."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ REQUIRED = [
     "vivit_b16x2_fdp", "vivit_b16x2_tl8", "tokshift_b16", "tokshift_s16", "tokshift_ti16", "vidtok_ti", "vidtok_s",
     "vidtok_b",
 ]  # fmt: skip
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "vidtok" / "configs"
 
 
 def tiny(name: str, **extra) -> ViViT:

@@ -13,7 +13,7 @@ number of patch tokens per temporal slice after the reducer (kept tokens for ATS
 
 Usage::
 
-    .venv/bin/python tools/bench_reducers.py                    # the table in docs/readme/reducers.md
+    .venv/bin/python tools/bench_reducers.py                    # the table in docs/benchmarks.md
     .venv/bin/python tools/bench_reducers.py --steps 60 --only none,ats   # quicker, a subset
 """
 

@@ -3,7 +3,7 @@
 Trains the cheapest tubelet model there is — a 2x16x16 tubelet embedding (Conv3d), ReLU, mean pooling, a linear
 head — on ordered clips and on frame-shuffled clips (same frames, random order within each clip), and prints
 held-out top-1 per epoch for both. Ordered should climb well above 90 %; shuffled stays near 2/K (only the
-time-reversal pairs are indistinguishable from an unordered set of frames, see docs/readme/data.md).
+time-reversal pairs are indistinguishable from an unordered set of frames, see docs/data.md).
 
 Usage::
 

@@ -42,8 +42,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     Examples:
       vidtok info
-      vidtok synth data/synth --classes 4 --per-class 40
-      vidtok train --config configs/demo_vidtok_ti.yaml --out runs/demo
+      vidtok synth data/synth
+      vidtok train --config demo_vidtok_ti --out runs/demo
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -54,7 +54,12 @@ def config_options(f):
     f = click.option(
         "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable)."
     )(f)
-    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")(f)
+    f = click.option(
+        "--config",
+        "config_path",
+        metavar="FILE|NAME",
+        help="YAML config file, or a bundled recipe name (e.g. demo_vidtok_ti).",
+    )(f)
     return f
 
 
@@ -286,7 +291,7 @@ def convert(
     show_default=True,
     help="Number of motion classes (the first K of: right left up down rotate_cw rotate_ccw grow shrink).",
 )
-@click.option("--per-class", type=int, default=40, show_default=True, help="Training videos per class.")
+@click.option("--per-class", type=int, default=100, show_default=True, help="Training videos per class.")
 @click.option("--val-per-class", type=int, default=None, help="Held-out videos per class [default: per-class // 4].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Everything generated is a function of it.")
 @click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels (square, even).")
@@ -298,11 +303,12 @@ def synth(out, num_classes, per_class, val_per_class, seed, size, frames, fps, w
 
     Each video is a shape moving on a textured background; the class depends only on the motion, never on
     appearance. Writes OUT/train/<class>/*.mp4, OUT/val/..., OUT/train.csv, OUT/val.csv and OUT/classes.txt.
-    Train on it with data.root=OUT (format kinetics) and data.hflip=false.
+    Train on it with data.root=OUT (format kinetics) and data.hflip=false. The defaults are the demo's data:
+    `vidtok train --config demo_vidtok_ti --set data.root=OUT` trains the demo's recipe on it.
 
     \b
     Examples:
-      vidtok synth data/synth --classes 4 --per-class 40
+      vidtok synth data/synth
       vidtok synth data/synth8 --classes 8 --per-class 100 --val-per-class 25 --size 96 --seed 1
     """
     import time
@@ -473,10 +479,10 @@ def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, devi
 
     \b
     Examples:
-      vidtok train --config configs/demo_vidtok_ti.yaml --set data.root=demo_out/data --out runs/demo
-      vidtok train --config configs/k400_vivit_b16x2.yaml --init vit_b16_inflated.safetensors --out runs/k400
+      vidtok train --config demo_vidtok_ti --set data.root=demo_out/data --out runs/demo
+      vidtok train --config k400_vivit_b16x2 --init vit_b16_inflated.safetensors --out runs/k400
       vidtok train --out runs/k400 --resume
-      torchrun --nproc-per-node 8 -m vidtok.cli train --config configs/k400_vidtok_b.yaml --out runs/k400_b
+      torchrun --nproc-per-node 8 -m vidtok.cli train --config k400_vidtok_b --out runs/k400_b
     """
     from pathlib import Path
 

@@ -1,13 +1,17 @@
 """Run configuration: nested dataclasses with commented defaults, strict YAML loading, dotted overrides, dump.
 
-A YAML file in ``configs/`` holds only the differences from the defaults below; ``--set key.sub=value`` on the
-command line goes on top. Unknown keys and wrong types are a :class:`~vidtok.errors.ConfigError` naming the key
+A recipe (YAML) holds only the differences from the defaults below; ``--set key.sub=value`` on the command line
+goes on top. A recipe is a path to a YAML file or the name of one bundled with the package
+(``vidtok/configs/<name>.yaml``: one per registry model, the demo and the Kinetics-400 recipes)::
+
+    "demo_vidtok_ti" ──► existing file? ──no──► vidtok/configs/demo_vidtok_ti.yaml ──► YAML ──► Config ◄── overrides
+ Unknown keys and wrong types are a :class:`~vidtok.errors.ConfigError` naming the key
 and the file. The resolved config is written to every run folder and into every checkpoint, so a model can be
 rebuilt from the checkpoint alone.
 
 Example::
 
-    cfg = load_config("configs/vidtok_ti.yaml", ["train.lr=3e-4", "data.num_workers=0"])
+    cfg = load_config("vidtok_ti", ["train.lr=3e-4", "data.num_workers=0"])   # or a path: "my_recipe.yaml"
     print(dump_config(cfg))
 """
 
@@ -35,7 +39,36 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "apply_overrides",
+    "list_recipes",
+    "recipe_path",
 ]
+
+RECIPES_DIR = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
+
+
+def list_recipes() -> list[str]:
+    """Names of the bundled recipes (``--config NAME``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    """The YAML file ``name_or_path`` means: an existing file, else a bundled recipe of that name.
+
+    Raises:
+        ConfigError: neither a file nor a bundled recipe (the message lists the recipes).
+    """
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = RECIPES_DIR / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if str(p.parent) in ("", ".") and bundled.is_file():
+        return bundled
+    if p.is_dir():
+        raise ConfigError("is a directory, not a config file", source=str(name_or_path))
+    raise ConfigError(
+        f"config file not found, and not a bundled recipe (bundled: {', '.join(list_recipes())})",
+        source=str(name_or_path),
+    )
 
 
 @dataclass
@@ -283,21 +316,19 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at ``path`` (differences only), then ``overrides``.
+    """Defaults, then the recipe ``path`` (a YAML file or a bundled recipe name; differences only), then ``overrides``.
 
     Raises:
         ConfigError: the file is missing or not YAML, a key is unknown, or a value has the wrong type.
     """
     cfg = Config()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", source=str(path))
+        p = recipe_path(path)
         try:
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             line = getattr(getattr(e, "problem_mark", None), "line", None)
             where = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError(f"not valid YAML{where}", source=str(path)) from e
-        cfg = config_from_dict(data or {}, source=str(path))
+            raise ConfigError(f"not valid YAML{where}", source=str(p)) from e
+        cfg = config_from_dict(data or {}, source=str(p))
     return apply_overrides(cfg, overrides) if overrides else cfg

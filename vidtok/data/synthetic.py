@@ -29,9 +29,12 @@ Layout written under ``OUT`` (the Kinetics layout :mod:`vidtok.data.datasets` re
     OUT/train.csv, OUT/val.csv            label,youtube_id,time_start,time_end,split
     OUT/train/<label>/<id>_000000_000002.mp4
 
+The defaults (4 classes, 100 training + 25 held-out videos per class, 64 px, 32 frames, 25 fps, seed 0) are the
+demo's dataset, so the ``demo_vidtok_ti`` recipe trained on a default ``vidtok synth OUT`` reproduces the demo.
+
 Example::
 
-    make_synthetic_dataset("data/synth", num_classes=4, per_class=40, seed=0)
+    make_synthetic_dataset("data/synth")   # = the demo's data
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ def make_synthetic_dataset(
     *,
     num_classes: int | None = 4,
     motions: list[str] | tuple[str, ...] | None = None,
-    per_class: int = 40,
+    per_class: int = 100,
     val_per_class: int | None = None,
     seed: int = 0,
     size: int = 64,

@@ -102,7 +102,7 @@ def _sha256(path: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Weights (vidtok single-file safetensors format, see docs/HELPERS.md)
+# Weights (vidtok single-file safetensors format, see docs/checkpoints.md)
 
 
 def _unshared_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 evaluate on held-out videos -> classify and embed the held-out folder -> draw the TokenLearner overlay and the
 training curves -> print where the outputs are.
 
-The recipe is ``configs/demo_vidtok_ti.yaml`` (read from the repository checkout next to the package). The
+The recipe is the bundled ``demo_vidtok_ti`` (``vidtok/configs/demo_vidtok_ti.yaml``, package data). The
 synthetic classes differ only in motion, so the frame-shuffled control (``shuffle_frames``)
 must stay near chance while the normal run reaches >= 90 % top-1.
 """
@@ -15,33 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vidtok.config import Config, apply_overrides, config_from_dict
+from vidtok.config import Config, apply_overrides, load_config
 
 __all__ = ["DEMO_RECIPE", "demo_config", "run_demo"]
 
-DEMO_RECIPE = "demo_vidtok_ti.yaml"
+DEMO_RECIPE = "demo_vidtok_ti"
 
 # The synthetic dataset the demo writes: 4 motion classes (right, left, up, down), 64 px, 32 frames.
 DEMO_DATA = {"num_classes": 4, "per_class": 100, "val_per_class": 25, "size": 64, "frames": 32}
 
 
-def _recipe_path() -> Path | None:
-    for base in (Path(__file__).resolve().parents[2] / "configs", Path(__file__).resolve().parents[1] / "configs"):
-        if (base / DEMO_RECIPE).is_file():
-            return base / DEMO_RECIPE
-    return None
-
-
 def demo_config(data_root: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The demo recipe with ``data.root`` set (``overrides`` on top)."""
-    path = _recipe_path()
-    if path is None:
-        from vidtok.errors import ConfigError
-
-        raise ConfigError(f"{DEMO_RECIPE} not found next to the vidtok package (reinstall from the repository)")
-    cfg = config_from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+    cfg = load_config(DEMO_RECIPE)
     cfg.data.root = str(data_root)
     return apply_overrides(cfg, list(overrides)) if overrides else cfg
 

@@ -2,7 +2,7 @@
 
 Single node, N processes::
 
-    torchrun --nproc-per-node 4 -m vidtok.cli train --config configs/k400_vidtok_b.yaml --out runs/k400
+    torchrun --nproc-per-node 4 -m vidtok.cli train --config k400_vidtok_b --out runs/k400
 
 Multi-node (run the same line on every node; node 0's address is the rendezvous point)::
 

@@ -30,7 +30,7 @@ import torch
 
 from vidtok.errors import VideoDecodeError
 
-# Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (README, "Reading video").
+# Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (docs/benchmarks.md).
 # vidtok's PyAV reader decodes the fewest frames (it skips unwanted non-reference frames) and was the fastest on 4
 # of the 5 benchmark files, for random clips and for multi-view; torchcodec is ahead on 720p without B-frames.
 AUTO_ORDER = ("pyav", "torchcodec", "decord")

@@ -11,7 +11,7 @@ token pick it once, so an input keeps *at most* K tokens and simple inputs keep 
     out (B, T, K, D): kept tokens in their original order, then padding slots (keep = 0) up to K
 
 The paper weighs the scores by the value norms ‖V_j‖ and samples inside the attention layer; here the scores
-come from the attention weights alone and the sampling sits between blocks (a note in docs/readme/reducers.md).
+come from the attention weights alone and the sampling sits between blocks (docs/reducers.md).
 """
 
 from __future__ import annotations
