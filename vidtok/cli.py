@@ -47,6 +47,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from vidtok.logs import setup_logging
+
+    setup_logging(capture_warnings=True)  # one handler for every command: lines never run into a progress bar
 
 
 def config_options(f):
@@ -470,7 +473,7 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (schedule length).")
 @click.option("--epochs", type=int, default=None, help="Number of epochs (overrides train.epochs).")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
-@click.option("--no-progress", is_flag=True, help="No progress bar (log lines only).")
+@click.option("--no-progress", is_flag=True, help="No progress bar: a progress log line every 15 s instead.")
 def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, device, no_progress) -> None:
     """Train a model: checkpoints, metrics.jsonl and model.safetensors go to --out.
 
@@ -563,7 +566,7 @@ def eval_cmd(
 @click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--shuffle-frames", is_flag=True, help="Control: train and evaluate with frames shuffled in time.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (repeatable).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar: a progress log line every 15 s instead.")
 def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
     """The end-to-end demo: synthetic motion videos -> train vidtok_ti on the CPU -> evaluate held-out videos.
 

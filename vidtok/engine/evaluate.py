@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidtok.logs import Progress
+
 __all__ = ["evaluate", "evaluate_checkpoint", "format_report", "write_report", "plot_confusion_matrix"]
 
 
@@ -81,11 +83,7 @@ def evaluate(
     )
     gen = torch.Generator().manual_seed(seed + 12345)
     probs_all, labels_all, views = [], [], 1
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(loader, desc="eval", unit="batch")
+    it = Progress(len(loader), "eval", "batch").iterate(loader) if progress else loader
     for batch in it:
         x = batch["video"]
         y = torch.as_tensor(batch["label"])

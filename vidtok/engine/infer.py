@@ -25,7 +25,6 @@ import atexit
 import contextlib
 import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -51,6 +50,7 @@ from vidtok.engine.infer_io import (
 )
 from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError
+from vidtok.logs import Progress, get_logger
 
 __all__ = ["classify", "embed", "parse_views", "parse_seconds", "find_videos", "load_for_inference", "cpu_streams"]
 
@@ -193,13 +193,9 @@ class _Dist:
 
 class _Progress:
     def __init__(self, total: int, enabled: bool, desc: str):
-        self.bar = None
+        self.bar = Progress(total, desc, "video") if enabled else None
         self.t0 = time.monotonic()
         self.clips = 0
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="video", desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
     def add_clips(self, n: int) -> None:
         self.clips += n
@@ -207,8 +203,7 @@ class _Progress:
     def video_done(self) -> None:
         if self.bar is not None:
             dt = max(time.monotonic() - self.t0, 1e-9)
-            self.bar.set_postfix_str(f"{self.clips / dt:.1f} clips/s", refresh=False)
-            self.bar.update(1)
+            self.bar.update(1, postfix=f"{self.clips / dt:.1f} clips/s")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -502,7 +497,7 @@ def _report(verbose: bool, kind: str, dist: _Dist, counts: dict, skipped: int, t
             s += f"; every failed video with its error: {errors_file}"
     elif n_err:
         s += "; failed videos have status=error and an error message"
-    print(s, file=sys.stderr)
+    get_logger("infer").info(s)
 
 
 # --------------------------------------------------------------------------------------------------------------------

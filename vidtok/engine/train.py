@@ -25,7 +25,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +46,7 @@ from vidtok.engine.distributed import (
 )
 from vidtok.engine.optim import build_optimizer, cosine_lr, set_lr
 from vidtok.errors import CheckpointError, ConfigError, VidtokError
+from vidtok.logs import Progress, get_logger
 
 __all__ = ["train", "NonFiniteLossError", "ModelEma", "shuffle_time", "soft_cross_entropy"]
 
@@ -320,10 +320,11 @@ def train(
         model: use this module instead of building ``cfg.model`` (tests, custom architectures).
         train_dataset, val_dataset: use these map-style datasets instead of building them from ``cfg.data``;
             items are dicts with ``video`` and ``label``; ``class_names`` is read from the training set if present.
-        progress: show a progress bar (rank 0).
+        progress: show a progress bar (rank 0) when stderr is a terminal; otherwise, or with ``False``, log a
+            progress line every :data:`vidtok.logs.LOG_INTERVAL_S` seconds.
         stop_after: stop after this optimizer step as if interrupted (a checkpoint is written; the schedule is
             unchanged). For tests and time-boxed jobs.
-        log: line logger (default: print to stderr on rank 0).
+        log: line logger (default: the ``vidtok.train`` logger on rank 0).
 
     Returns:
         Summary dict: ``step``, ``epoch``, ``train_loss``, ``val`` (last evaluation or None), ``model_path``,
@@ -346,10 +347,11 @@ def train(
     main = dist_info.is_main
     run_dir = Path(out_dir)
     if log is None:
+        _logger = get_logger("train")
 
         def log(msg: str) -> None:
             if main:
-                print(msg, file=sys.stderr, flush=True)
+                _logger.info(msg)
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -519,11 +521,8 @@ def train(
         f"{steps_per_epoch} steps/epoch x {epochs} epochs = {total_steps} steps (warmup {warmup}), "
         f"batch {d.batch_size}x{tc.accum_steps}x{world}"
     )
-    bar = None
-    if progress and main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    # a bar on a terminal; with --no-progress or into a log file, a progress line every LOG_INTERVAL_S seconds
+    bar = Progress(total_steps, "train", "step", bar=progress, initial=step) if main else None
 
     clips_per_step = d.batch_size * tc.accum_steps * world
     last_val: dict | None = None
@@ -601,10 +600,8 @@ def train(
                 n_window += clips_per_step
                 loss_ema = mean_loss if loss_ema is None else 0.9 * loss_ema + 0.1 * mean_loss
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_step / max(dt, 1e-9):.1f}"
-                    )
+                    rate = clips_per_step / max(dt, 1e-9)
+                    bar.update(1, postfix=f"loss {loss_ema:.3f}, lr {lr:.2e}, {rate:.1f} clips/s")
                 if step % max(1, tc.log_every) == 0 or step == total_steps:
                     now = time.time()
                     row = {
