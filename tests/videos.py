@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -113,12 +115,13 @@ def backend_params() -> list:
     ]
 
 
-def decode_all(path: str | os.PathLike) -> np.ndarray:
-    """Independent oracle: every frame of the first video stream, decoded sequentially by PyAV, ``(N, H, W, 3)``."""
+def decode_all(path: str | os.PathLike, stream: int = 0) -> np.ndarray:
+    """Independent oracle: every frame of video stream ``stream`` (0 = the first), decoded sequentially by PyAV,
+    ``(N, H, W, 3)``."""
     import av
 
     with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=stream)])
 
 
 def sample_video_dir() -> Path | None:
@@ -160,6 +163,7 @@ class FixtureSpec:
     lossless: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
     vfr_pts: tuple[int, ...] | None = None
+    writer: Callable[..., Any] | None = None  # writes (path, frames, spec) itself instead of write_video
 
 
 def _vfr_pts(n: int) -> tuple[int, ...]:
@@ -169,6 +173,76 @@ def _vfr_pts(n: int) -> tuple[int, ...]:
         out.append(t)
         t += gaps[i % len(gaps)]
     return tuple(out)
+
+
+def second_stream_frames(frames: np.ndarray) -> np.ndarray:
+    """The source frames of the second video stream of the ``two_streams`` fixture (larger, more of them)."""
+    return make_frames(len(frames) * 3 // 2, frames.shape[1] * 4 // 3, frames.shape[2] * 3 // 2, seed=99)
+
+
+def _write_two_streams(path: Path, frames: np.ndarray, spec: FixtureSpec) -> None:
+    """An MP4 with two H.264 video streams: ``frames`` at 25 fps (stream 0), and :func:`second_stream_frames` at
+    29.97 fps (stream 1, marked default, higher bit rate: FFmpeg's "best" stream)."""
+    import av
+
+    other = second_stream_frames(frames)
+    with _same_scheduling(), av.open(str(path), "w") as c:
+        streams = []
+        for imgs, rate, crf in ((frames, Fraction(25), "18"), (other, Fraction(30000, 1001), "8")):
+            st = c.add_stream("libx264", rate=rate, options={"crf": crf, "g": "8", "bf": "2", "preset": "veryfast"})
+            st.width, st.height, st.pix_fmt = int(imgs.shape[2]), int(imgs.shape[1]), "yuv420p"
+            streams.append(st)
+        streams[0].disposition = av.stream.Disposition(0)
+        streams[1].disposition = av.stream.Disposition.default
+        order = [(i / 25, 0, img) for i, img in enumerate(frames)]
+        order += [(i * 1001 / 30000, 1, img) for i, img in enumerate(other)]
+        for _, k, img in sorted(order, key=lambda x: (x[0], x[1])):
+            for p in streams[k].encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                c.mux(p)
+        for st in streams:
+            for p in st.encode():
+                c.mux(p)
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only, non-seekable sink: muxers then write no index (Matroska: no Cues, no duration)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b) -> int:
+        self.data += bytes(b)
+        return len(b)
+
+
+def _write_unindexed_mkv(path: Path, frames: np.ndarray, spec: FixtureSpec) -> None:
+    """H.264 with B-frames in Matroska written as a live stream would be: no Cues (seek index), no duration."""
+    import av
+
+    sink = _Unseekable()
+    with _same_scheduling(), av.open(sink, "w", format="matroska") as c:
+        st = c.add_stream("libx264", rate=Fraction(spec.fps), options=dict(spec.kwargs["options"]))
+        st.width, st.height, st.pix_fmt = int(frames.shape[2]), int(frames.shape[1]), "yuv420p"
+        for img in frames:
+            for p in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    Path(path).write_bytes(bytes(sink.data))
+
+
+def _x265(params: str, pix_fmt: str = "yuv420p", crf: str = "28", preset: str = "veryfast") -> dict[str, Any]:
+    return {"pix_fmt": pix_fmt, "options": {"crf": crf, "preset": preset, "x265-params": "log-level=error:" + params}}
+
+
+def _x264(pix_fmt: str, **options: str) -> dict[str, Any]:
+    return {"pix_fmt": pix_fmt, "options": {"crf": "18", **options}}
 
 
 # Small on purpose: the whole set encodes in a couple of seconds.
@@ -228,7 +302,101 @@ FIXTURES: dict[str, FixtureSpec] = {
     "wmv2_avi": FixtureSpec(
         "wmv2.avi", 20, 144, 176, codec="wmv2", lossless=False, kwargs={"options": {"g": "6", "qscale": "3"}}
     ),
+    # ---- real-world stream classes (tests/test_io_streams.py); on each, some backend's own reading was inexact
+    # two video streams of different size and rate; FFmpeg's "best" stream (what torchcodec and decord open by
+    # default) is the second one
+    "two_streams": FixtureSpec("two_streams.mp4", 20, 48, 64, lossless=False, writer=_write_two_streams),
+    # HEVC, a keyframe every 2 frames with B-frames (x265 open GOP by default: frames shown before their keyframe)
+    "hevc_gop2": FixtureSpec(
+        "hevc_gop2.mp4", 16, 64, 64, fps=10, codec="libx265", lossless=False, kwargs=_x265("keyint=2:min-keyint=1")
+    ),
+    # HEVC open GOP, keyframe every 4, 3 B-frames
+    "hevc_open_gop": FixtureSpec(
+        "hevc_open_gop.mp4",
+        16,
+        64,
+        64,
+        fps=10,
+        codec="libx265",
+        lossless=False,
+        kwargs=_x265("keyint=4:min-keyint=4:scenecut=0:bframes=3:b-adapt=0", preset="ultrafast"),
+    ),
+    # HEVC closed GOP with B-frames: no leading pictures, every backend reads it itself
+    "hevc_closed_gop": FixtureSpec(
+        "hevc_closed_gop.mkv",
+        16,
+        64,
+        64,
+        fps=10,
+        codec="libx265",
+        lossless=False,
+        kwargs=_x265("keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=0"),
+    ),
+    # H.264 open GOP (recovery-point I-frames) with B-frames
+    "h264_open_gop": FixtureSpec(
+        "h264_open_gop.mp4",
+        16,
+        64,
+        64,
+        fps=10,
+        codec="libx264",
+        lossless=False,
+        kwargs=_x264("yuv420p", **{"x264-params": "keyint=4:min-keyint=4:open-gop=1:bframes=3:scenecut=0"}),
+    ),
+    # pixel-format families: 10-bit 4:2:0 H.264 and HEVC, 10-bit 4:2:2 H.264, 12-bit HEVC (routed to PyAV), and the
+    # 8-bit 4:2:2 / 4:4:4 / full-range families (read exactly by every backend)
+    "h264_yuv420p10": FixtureSpec(
+        "h264_yuv420p10.mp4", 8, 48, 64, codec="libx264", lossless=False, kwargs=_x264("yuv420p10le")
+    ),
+    "hevc_yuv420p10": FixtureSpec(
+        "hevc_yuv420p10.mp4", 8, 48, 64, codec="libx265", lossless=False, kwargs=_x265("keyint=4", "yuv420p10le", "18")
+    ),
+    "h264_yuv422p10": FixtureSpec(
+        "h264_yuv422p10.mp4", 8, 48, 64, codec="libx264", lossless=False, kwargs=_x264("yuv422p10le")
+    ),
+    "hevc_yuv420p12": FixtureSpec(
+        "hevc_yuv420p12.mkv", 8, 48, 64, codec="libx265", lossless=False, kwargs=_x265("keyint=4", "yuv420p12le", "18")
+    ),
+    "h264_yuv422p": FixtureSpec(
+        "h264_yuv422p.mp4", 8, 48, 64, codec="libx264", lossless=False, kwargs=_x264("yuv422p")
+    ),
+    "h264_yuv444p": FixtureSpec(
+        "h264_yuv444p.mp4", 8, 48, 64, codec="libx264", lossless=False, kwargs=_x264("yuv444p")
+    ),
+    "h264_yuvj420p": FixtureSpec(
+        "h264_yuvj420p.mp4", 8, 48, 64, codec="libx264", lossless=False, kwargs=_x264("yuvj420p")
+    ),
+    # rotation stored as a display matrix in Matroska (ProjectionPoseRoll), not as an MP4 track matrix
+    "rotated_mkv": FixtureSpec("rotated.mkv", 8, 32, 48, kwargs={"rotation": 270, "options": {"crf": "0", "g": "4"}}),
+    # MPEG-2 open GOP (B-frames shown before each I-frame) in an MPEG transport stream
+    "mpeg2_open_gop_ts": FixtureSpec(
+        "mpeg2_open_gop.ts",
+        24,
+        48,
+        64,
+        codec="mpeg2video",
+        lossless=False,
+        kwargs={"options": {"g": "6", "bf": "2", "qscale": "3"}},
+    ),
+    # H.264 closed GOP in a transport stream: the container alone misleads torchcodec and decord
+    "h264_ts": FixtureSpec(
+        "h264.ts", 24, 48, 64, codec="libx264", lossless=False, kwargs={"options": {"crf": "20", "g": "6", "bf": "2"}}
+    ),
+    # Matroska without Cues (seek index) or duration, H.264 with B-frames
+    "mkv_no_index": FixtureSpec(
+        "no_index.mkv",
+        24,
+        48,
+        64,
+        codec="libx264",
+        lossless=False,
+        kwargs={"options": {"crf": "20", "g": "8", "bf": "3"}},
+        writer=_write_unindexed_mkv,
+    ),
 }
+
+# the real-world stream classes of tests/test_io_streams.py (the other fixtures are tests/test_io_exact.py's)
+STREAM_CLASS_FIXTURES = tuple(list(FIXTURES)[list(FIXTURES).index("two_streams") :])
 
 
 def make_fixture(name: str, folder: str | os.PathLike) -> tuple[Path, np.ndarray]:
@@ -241,6 +409,9 @@ def make_fixture(name: str, folder: str | os.PathLike) -> tuple[Path, np.ndarray
         if spec.vfr_pts is not None:
             kw["pts"] = list(spec.vfr_pts)
         tmp = path.with_name("tmp_" + path.name)
-        write_video(tmp, frames, spec.fps, spec.codec, **kw)
+        if spec.writer is not None:
+            spec.writer(tmp, frames, spec)
+        else:
+            write_video(tmp, frames, spec.fps, spec.codec, **kw)
         os.replace(tmp, path)
     return path, frames

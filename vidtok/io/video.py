@@ -2,12 +2,19 @@
 
 Dataflow::
 
-    open_video(path, backend) ──► resolve_backend ──► backend Reader (pyav | decord | torchcodec)
-                                                        │ read(sorted unique indices) -> uint8 (N, H, W, 3)
-    Video.get_frames(indices) ── validate, dedupe + sort ┘ ──► scatter back to the requested order
+    open_video(path, backend, stream) ──► PyAV index of the stream (demux only: frame count, pts, keyframes,
+                                          │   pixel format, open GOP, rotation) = VideoMetadata, fixed here
+                                          ├─► route_reason(backend, index): a stream class the backend reads
+                                          │   inexactly ──► PyAV serves it
+                                          └─► backend Reader (decord | torchcodec) on the same stream; its count
+                                              and size checked against the index, else PyAV serves it
+    Video.get_frames(indices) ── validate, dedupe + sort ──► Reader.read(sorted unique indices) -> uint8 (N, H, W, 3)
+                                                         ──► scatter back to the requested order
 
 A Reader only ever sees sorted, unique, in-range indices; everything else (duplicates, any order, range checks,
-error wrapping, the one-time fallback to PyAV when torchcodec or decord fails) lives here, once.
+error wrapping, routing, the fallback to PyAV when torchcodec or decord fails) lives here, once. The metadata is
+PyAV's from the moment of opening, whichever backend serves the pixels, so clips planned from it stay valid if a
+later read falls back to PyAV.
 
 Frame index ``i`` is the ``i``-th frame in presentation order, i.e. the ``i``-th frame a full sequential PyAV decode
 (``[f.to_ndarray(format="rgb24") for f in container.decode(video=0)]``) yields. Frames are returned exactly as the
@@ -17,6 +24,7 @@ decoder produces them: the container's rotation tag is reported in :attr:`VideoM
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import stat
@@ -50,7 +58,14 @@ _MODULE = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec"}
 # ``ffmpeg -flags bitexact`` or ``-cpuflags 0`` with the same 5.1 build matches PyAV exactly). The names are FFmpeg
 # codec names as the backends report them (torchcodec says "msmpeg4v3" where PyAV and decord say "msmpeg4").
 PYAV_ONLY_CODECS = frozenset({"mpeg4", "h263", "h263p", "h263i", "msmpeg4", "msmpeg4v3", "wmv1", "wmv2"})
-_ROUTED: set[tuple[str, str]] = set()  # (backend, codec) pairs already announced in this process
+# Pixel formats torchcodec and decord convert to RGB exactly as PyAV does: 8-bit YUV 4:2:0 / 4:2:2 / 4:4:4 (limited
+# or full range) and planar RGB. Deeper formats (yuv420p10le, yuv422p10le, yuv420p12le, ...) go through another
+# 10-to-8-bit path in their FFmpeg builds (every frame differs by up to ~20): PyAV reads them.
+EXACT_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "gbrp"})
+# Containers whose streams torchcodec and decord index inexactly: MPEG transport and program streams (decord returns
+# other frames, torchcodec runs out of frames before the last ones).
+PYAV_ONLY_FORMATS = frozenset({"mpegts", "mpeg"})
+_ROUTED: set[tuple[str, str]] = set()  # (backend, reason) pairs already announced in this process
 
 
 @dataclass(frozen=True)
@@ -65,9 +80,10 @@ class VideoMetadata:
         width: coded frame width in pixels (before any rotation).
         height: coded frame height in pixels (before any rotation).
         codec: decoder name, e.g. ``"h264"``.
-        rotation: counter-clockwise display rotation in degrees from the container's display matrix (0 if none).
-            Frames are NOT rotated by vidtok.
-        backend: the backend that produced this metadata.
+        rotation: counter-clockwise display rotation in degrees from the container's display matrix (MP4/MOV track
+            matrix, Matroska projection roll; 0 if none). Frames are NOT rotated by vidtok.
+        backend: the backend serving the frames (the numbers are always PyAV's index of the stream).
+        stream: position of the stream among the file's video streams (0 = the first video stream).
     """
 
     num_frames: int
@@ -78,6 +94,7 @@ class VideoMetadata:
     codec: str
     rotation: int = 0
     backend: str = ""
+    stream: int = 0
 
 
 class Reader(Protocol):
@@ -158,20 +175,54 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
-def _make_reader(backend: str, path: str, num_threads: int, short_side: int | None) -> Reader:
-    if backend == "pyav":
-        from vidtok.io.backends.pyav import PyAVReader
-
-        return PyAVReader(path, num_threads=num_threads, short_side=short_side)
+def _make_reader(backend: str, path: str, num_threads: int, short_side: int | None, ref: Any) -> Reader:
+    """A reader of the stream PyAV's ``ref`` reader indexed."""
     if backend == "decord":
         from vidtok.io.backends.decord import DecordReader
 
-        return DecordReader(path, num_threads=num_threads, short_side=short_side)
+        return DecordReader(path, ref=ref.metadata, num_threads=num_threads, short_side=short_side)
     if backend == "torchcodec":
         from vidtok.io.backends.torchcodec import TorchCodecReader
 
-        return TorchCodecReader(path, num_threads=num_threads, short_side=short_side)
+        return TorchCodecReader(
+            path,
+            num_threads=num_threads,
+            short_side=short_side,
+            stream_index=ref.stream_index,
+            expected_pts=ref.pts_seconds,
+        )
     raise ValueError(f"unknown video backend {backend!r}")
+
+
+def _pyav_reader(path: str, num_threads: int, short_side: int | None, stream: int) -> Any:
+    from vidtok.io.backends.pyav import PyAVReader
+
+    return PyAVReader(path, num_threads=num_threads, short_side=short_side, stream=stream)
+
+
+def route_reason(backend: str, ref: Any) -> str | None:
+    """Why ``backend`` (torchcodec or decord) must not serve the stream PyAV's reader ``ref`` indexed, or None.
+
+    Each rule is a class of streams on which that backend's frames were measured to differ from the sequential PyAV
+    decode (tests/test_io_streams.py holds a fixture for each): vidtok then reads the stream with PyAV.
+    """
+    m = ref.metadata
+    if m.codec in PYAV_ONLY_CODECS:
+        return f"does not decode {m.codec} bit-exactly (approximate SIMD in its FFmpeg build)"
+    if ref.pix_fmt not in EXACT_PIX_FMTS:
+        return f"converts {ref.pix_fmt or 'this pixel format'} to RGB differently from pyav"
+    fmt = ref.format_name.split(",")[0]
+    if fmt in PYAV_ONLY_FORMATS:
+        return f"misplaces frames in MPEG {'transport' if fmt == 'mpegts' else 'program'} streams"
+    if ref.leading_pictures:
+        return "misplaces frames after a seek in open-GOP streams (frames shown before their keyframe)"
+    if backend == "decord":
+        if ref.num_video_streams > 1:
+            return "cannot choose among several video streams"
+        if m.rotation:
+            # decord handles display rotation inconsistently (crashes on 90, rotates on 270, garbage in Matroska)
+            return "does not read rotated videos correctly"
+    return None
 
 
 def _check_path(path: str) -> None:
@@ -213,12 +264,24 @@ class Video:
     windows) reuse it; the PyAV backend also keeps its decoder position and only seeks when that skips work.
     """
 
-    def __init__(self, path: str, reader: Reader, *, num_threads: int = 1, short_side: int | None = None):
+    def __init__(
+        self,
+        path: str,
+        reader: Reader,
+        *,
+        num_threads: int = 1,
+        short_side: int | None = None,
+        pyav: Reader | None = None,
+    ):
         self.path = path
         self._reader: Reader | None = reader
+        # the PyAV reader of the same stream: the metadata's source and the fallback (None: made on demand)
+        self._pyav: Reader | None = reader if reader.name == "pyav" else pyav
         self._num_threads = num_threads
         self._short_side = short_side
         self._fell_back = reader.name == "pyav"  # PyAV is the last resort; never "fall back" from it
+        base = self._pyav.metadata if self._pyav is not None else reader.metadata
+        self._meta = dataclasses.replace(base, backend=reader.name)
 
     @property
     def backend(self) -> str:
@@ -227,7 +290,8 @@ class Video:
 
     @property
     def metadata(self) -> VideoMetadata:
-        return self._open_reader().metadata
+        self._open_reader()
+        return self._meta
 
     def __len__(self) -> int:
         return self.metadata.num_frames
@@ -245,19 +309,24 @@ class Video:
             RuntimeWarning,
             stacklevel=3,
         )
-        old_meta = old.metadata
+        old_meta = self._meta
         with contextlib.suppress(Exception):
             old.close()
         self._reader = None
         self._fell_back = True
+        if self._pyav is not None:  # the index the metadata came from: same frames, same count
+            self._reader = self._pyav
+            self._meta = dataclasses.replace(self._meta, backend="pyav")
+            return
         try:
-            self._reader = _make_reader("pyav", self.path, self._num_threads, self._short_side)
+            self._reader = _pyav_reader(self.path, self._num_threads, self._short_side, self._meta.stream)
         except VideoDecodeError:
             raise
         except Exception as e:
             raise VideoDecodeError(
                 self.path, f"{old.name} failed ({_one_line(err)}); pyav failed: {_one_line(e)}"
             ) from e
+        self._meta = dataclasses.replace(self._reader.metadata, backend="pyav")
         if self._reader.metadata.num_frames != old_meta.num_frames:
             warnings.warn(
                 f"{self.path}: pyav counts {self._reader.metadata.num_frames} frames, {old.name} "
@@ -323,7 +392,7 @@ class Video:
 
     def _checked(self, reader: Reader, frames: torch.Tensor, n: int) -> torch.Tensor:
         """Catch a backend returning the wrong thing (count, size, dtype) instead of raising."""
-        h, w = self._out_hw(reader.metadata)
+        h, w = self._out_hw(self._meta)
         if frames.dtype != torch.uint8 or tuple(frames.shape) != (n, h, w, 3):
             raise RuntimeError(
                 f"returned {tuple(frames.shape)} {frames.dtype} frames, expected {(n, h, w, 3)} torch.uint8"
@@ -355,12 +424,13 @@ class Video:
             raise VideoDecodeError(self.path, f"pyav: {_one_line(e)}") from e
 
     def close(self) -> None:
-        """Release the decoder and file handle. Safe to call twice."""
-        if self._reader is not None:
-            try:
-                self._reader.close()
-            finally:
-                self._reader = None
+        """Release the decoders and file handles. Safe to call twice."""
+        readers = [self._reader] + ([self._pyav] if self._pyav is not self._reader else [])
+        self._reader = self._pyav = None
+        for r in readers:
+            if r is not None:
+                with contextlib.suppress(Exception):
+                    r.close()
 
     def __enter__(self) -> Video:
         return self
@@ -375,7 +445,7 @@ class Video:
     def __repr__(self) -> str:
         if self._reader is None:
             return f"Video({self.path!r}, closed)"
-        m = self._reader.metadata
+        m = self._meta
         return (
             f"Video({self.path!r}, backend={self._reader.name!r}, {m.num_frames} frames, {m.width}x{m.height}, "
             f"{m.fps:.3f} fps, {m.codec})"
@@ -391,6 +461,7 @@ def open_video(
     path: str | os.PathLike,
     backend: str = "auto",
     *,
+    stream: int = 0,
     num_threads: int = 1,
     short_side: int | None = None,
 ) -> Video:
@@ -399,60 +470,65 @@ def open_video(
     Args:
         path: the video file.
         backend: ``"auto"`` (fastest installed, see :data:`AUTO_ORDER`), ``"torchcodec"``, ``"decord"`` or
-            ``"pyav"``. If torchcodec or decord fails on this file, it is retried once with PyAV.
+            ``"pyav"``. Streams a backend reads inexactly (:func:`route_reason`) are read with PyAV; if torchcodec
+            or decord fails on this file, it is retried once with PyAV.
+        stream: which video stream, counted among the file's video streams (0 = the first). Every backend reads
+            this stream; frame ``i`` is the ``i``-th frame of its sequential PyAV decode.
         num_threads: decoder threads per reader; 1 by default because data-loader workers already run in parallel.
         short_side: if set, frames are resized at decode time so that their shorter side is this many pixels
             (aspect ratio kept) with torchvision's antialiased bilinear uint8 resize, bit-identical on every
             backend and to resizing the full-size frames afterwards.
 
     Returns:
-        An open :class:`Video`.
+        An open :class:`Video`. Its metadata is PyAV's index of the stream, whichever backend serves the frames.
 
     Raises:
-        VideoDecodeError: the file is missing, empty, not a video, or has no decodable video stream.
-        ValueError: bad ``backend``, ``num_threads`` or ``short_side``.
+        VideoDecodeError: the file is missing, empty, not a video, has no decodable video stream, or no video
+            stream ``stream``.
+        ValueError: bad ``backend``, ``stream``, ``num_threads`` or ``short_side``.
         ImportError: the named backend is not installed.
     """
     if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
         raise ValueError(f"num_threads must be an int >= 0 (0 = library default), got {num_threads!r}")
     if short_side is not None and (not isinstance(short_side, int) or isinstance(short_side, bool) or short_side < 2):
         raise ValueError(f"short_side must be None or an int >= 2, got {short_side!r}")
+    if not isinstance(stream, int | np.integer) or isinstance(stream, bool) or stream < 0:
+        raise ValueError(f"stream must be an int >= 0 (0 = the first video stream), got {stream!r}")
+    stream = int(stream)
     path = os.fspath(path)
     name = resolve_backend(backend)
     _check_path(path)
     try:
-        reader = _make_reader(name, path, num_threads, short_side)
-    except VideoDecodeError as e:
-        if name == "pyav":
-            raise
-        first: BaseException | None = e
+        # The index every backend is held to: frame count, timestamps, pixel format, stream structure (no decoding).
+        ref = _pyav_reader(path, num_threads, short_side, stream)
+    except VideoDecodeError:
+        raise
     except Exception as e:
-        if name == "pyav":
-            raise VideoDecodeError(path, _one_line(e)) from e
-        first = e
-    else:
-        codec = reader.metadata.codec
-        if name == "pyav" or codec not in PYAV_ONLY_CODECS:
-            return Video(path, reader, num_threads=num_threads, short_side=short_side)
-        with contextlib.suppress(Exception):
-            reader.close()
-        if (name, codec) not in _ROUTED:  # once per process: data loaders open a video per clip
-            _ROUTED.add((name, codec))
-            warnings.warn(
-                f"{name} does not decode {codec} bit-exactly (approximate SIMD in its FFmpeg build); "
-                f"vidtok reads {codec} streams with pyav",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        first = None
-    # torchcodec/decord could not open it (or must not decode this codec): PyAV, once.
-    also = f" ({name} failed too)" if first is not None else ""
+        raise VideoDecodeError(path, _one_line(e)) from e
+    if name == "pyav":
+        return Video(path, ref, num_threads=num_threads, short_side=short_side)
+    reason = route_reason(name, ref)
+    if reason is not None:
+        if (name, reason) not in _ROUTED:  # once per process: data loaders open a video per clip
+            _ROUTED.add((name, reason))
+            kind = f"{ref.metadata.codec} streams" if ref.metadata.codec in PYAV_ONLY_CODECS else "such streams"
+            warnings.warn(f"{name} {reason}; vidtok reads {kind} with pyav", RuntimeWarning, stacklevel=2)
+        return Video(path, ref, num_threads=num_threads, short_side=short_side)
     try:
-        reader = _make_reader("pyav", path, num_threads, short_side)
-    except VideoDecodeError as e:
-        raise VideoDecodeError(path, f"{e.reason}{also}") from e
+        reader = _make_reader(name, path, num_threads, short_side, ref)
+        m, r = reader.metadata, ref.metadata
+        # what the backend found must be the stream PyAV indexed, before anything is planned from the metadata
+        if (m.num_frames, m.width, m.height) != (r.num_frames, r.width, r.height):
+            with contextlib.suppress(Exception):
+                reader.close()
+            raise VideoDecodeError(
+                path,
+                f"{name} sees {m.num_frames} frames of {m.width}x{m.height}, "
+                f"video stream {stream} has {r.num_frames} of {r.width}x{r.height}",
+            )
     except Exception as e:
-        raise VideoDecodeError(path, f"{_one_line(e)}{also}") from e
-    if first is not None:
-        warnings.warn(f"{path}: {name} cannot open it ({_one_line(first)}); using pyav", RuntimeWarning, stacklevel=2)
-    return Video(path, reader, num_threads=num_threads, short_side=short_side)
+        warnings.warn(
+            f"{path}: {name} cannot read it exactly ({_one_line(e)}); using pyav", RuntimeWarning, stacklevel=2
+        )
+        return Video(path, ref, num_threads=num_threads, short_side=short_side)
+    return Video(path, reader, num_threads=num_threads, short_side=short_side, pyav=ref)

@@ -79,6 +79,7 @@ def average_fps(num_frames: int, duration: float, header_rate: float) -> float:
 
 
 _ISO_EXT = (".mp4", ".m4v", ".mov", ".3gp", ".3g2", ".mj2", ".qt")
+_MKV_EXT = (".mkv", ".webm", ".mka", ".mk3d")
 
 
 def _boxes(data: bytes, start: int, end: int):
@@ -100,10 +101,21 @@ def _boxes(data: bytes, start: int, end: int):
         i += size
 
 
-def iso_bmff_rotation(path: str) -> int | None:
-    """Counter-clockwise display rotation of the first video track of an MP4/MOV file, read from its ``tkhd``
-    matrix without decoding (PyAV exposes the display matrix only on decoded frames). None if not ISO-BMFF or
-    not found; the caller then assumes 0."""
+def container_rotation(path: str, which: int = 0) -> int:
+    """Counter-clockwise display rotation of video track ``which`` (0 = the first video track) from the container
+    header, without decoding: the ``tkhd`` matrix of MP4/MOV, ``ProjectionPoseRoll`` of Matroska/WebM (where FFmpeg
+    stores a display matrix). PyAV exposes the display matrix only on decoded frames. 0 if none is found."""
+    low = path.lower()
+    if low.endswith(_ISO_EXT):
+        return iso_bmff_rotation(path, which) or 0
+    if low.endswith(_MKV_EXT):
+        return matroska_rotation(path, which) or 0
+    return 0
+
+
+def iso_bmff_rotation(path: str, which: int = 0) -> int | None:
+    """Counter-clockwise display rotation of video track ``which`` of an MP4/MOV file, read from its ``tkhd``
+    matrix without decoding. None if not ISO-BMFF or not found; the caller then assumes 0."""
     import math
     import os
     import struct
@@ -136,6 +148,7 @@ def iso_bmff_rotation(path: str) -> int | None:
         return None
     if moov is None:
         return None
+    seen = -1
     for kind, a, b in _boxes(moov, 0, len(moov)):
         if kind != b"trak":
             continue
@@ -149,10 +162,87 @@ def iso_bmff_rotation(path: str) -> int | None:
                         handler = moov[a3 + 8 : a3 + 12]
         if handler != b"vide" or tkhd is None or len(tkhd) < 4:
             continue
+        seen += 1
+        if seen != which:
+            continue
         off = 4 + (32 if tkhd[0] == 1 else 20) + 8 + 8  # version/flags, times+ids, reserved, layer..volume
         if len(tkhd) < off + 36:
             return None
         m = struct.unpack(">9i", tkhd[off : off + 36])
         a_, b_ = m[0] / 65536.0, m[1] / 65536.0
         return rotation_degrees(-math.degrees(math.atan2(b_, a_)))
+    return None
+
+
+def _ebml_vint(data: bytes, i: int, *, keep_marker: bool) -> tuple[int, int]:
+    """(value, next offset) of the EBML variable-length integer at ``data[i]``; value -1 = unknown size."""
+    if i >= len(data) or data[i] == 0:
+        raise ValueError("bad EBML integer")
+    n = 8 - data[i].bit_length() + 1
+    if i + n > len(data):
+        raise ValueError("truncated EBML integer")
+    v = int.from_bytes(data[i : i + n], "big")
+    if keep_marker:
+        return v, i + n
+    v &= (1 << (7 * n)) - 1
+    return (-1 if v == (1 << (7 * n)) - 1 else v), i + n
+
+
+_MKV_SEGMENT, _MKV_TRACKS, _MKV_TRACK, _MKV_TYPE, _MKV_VIDEO = 0x18538067, 0x1654AE6B, 0xAE, 0x83, 0xE0
+_MKV_PROJECTION, _MKV_ROLL, _MKV_CLUSTER = 0x7670, 0x7675, 0x1F43B675
+
+
+def _ebml_elements(data: bytes, start: int, end: int):
+    """(id, payload_start, payload_end) of the EBML elements in data[start:end] (unknown sizes run to ``end``)."""
+    i = start
+    while i < end:
+        try:
+            eid, j = _ebml_vint(data, i, keep_marker=True)
+            size, k = _ebml_vint(data, j, keep_marker=False)
+        except ValueError:
+            return
+        stop = end if size < 0 else min(k + size, end)
+        yield eid, k, stop
+        if eid == _MKV_CLUSTER:  # the header (Tracks) comes before the first cluster
+            return
+        i = stop
+
+
+def matroska_rotation(path: str, which: int = 0) -> int | None:
+    """Counter-clockwise display rotation of video track ``which`` of a Matroska/WebM file: its
+    ``Projection/ProjectionPoseRoll`` (how FFmpeg's muxer stores a display matrix; its demuxer reads it back as one).
+    None if the file is not Matroska or has no such element."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)  # the track headers sit before the first cluster, in the first KiBs
+    except OSError:
+        return None
+    seen = -1
+    for eid, a, b in _ebml_elements(data, 0, len(data)):
+        if eid != _MKV_SEGMENT:
+            continue
+        for eid2, a2, b2 in _ebml_elements(data, a, b):
+            if eid2 != _MKV_TRACKS:
+                continue
+            for eid3, a3, b3 in _ebml_elements(data, a2, b2):
+                if eid3 != _MKV_TRACK:
+                    continue
+                kind, roll = None, None
+                for eid4, a4, b4 in _ebml_elements(data, a3, b3):
+                    if eid4 == _MKV_TYPE:
+                        kind = int.from_bytes(data[a4:b4], "big")
+                    elif eid4 == _MKV_VIDEO:
+                        for eid5, a5, b5 in _ebml_elements(data, a4, b4):
+                            if eid5 == _MKV_PROJECTION:
+                                for eid6, a6, b6 in _ebml_elements(data, a5, b5):
+                                    if eid6 == _MKV_ROLL and b6 - a6 in (4, 8):
+                                        roll = struct.unpack(">f" if b6 - a6 == 4 else ">d", data[a6:b6])[0]
+                if kind != 1:
+                    continue
+                seen += 1
+                if seen == which:
+                    return rotation_degrees(roll) if roll is not None else None
+            return None
     return None

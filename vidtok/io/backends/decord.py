@@ -1,8 +1,9 @@
 """decord backend: ``decord.VideoReader.get_batch`` (indexes every frame at open, seeks to keyframes).
 
 No global bridge is set (``decord.bridge.set_bridge`` is process-wide state); batches come back as decord
-NDArrays and go through NumPy. decord reports neither codec nor rotation, so those come from a header-only PyAV
-probe (no decoding).
+NDArrays and go through NumPy. decord reports neither codec nor rotation and cannot choose a stream: vidtok gives it
+only files it reads exactly (see ``vidtok.io.video.route_reason``) and takes codec, size and rotation from the PyAV
+index of the same file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import average_fps, iso_bmff_rotation, resize_short_side
+from vidtok.io.backends.common import average_fps, resize_short_side
 from vidtok.io.video import VideoMetadata
 
 
@@ -29,31 +30,15 @@ def _msg(e: BaseException) -> str:
     return s[:300] if s else type(e).__name__
 
 
-def _probe(path: str) -> tuple[str, int, int, int]:
-    """(codec, width, height, rotation) from the container header via PyAV, without decoding."""
-    import av
-
-    with av.open(path, metadata_errors="ignore") as c:
-        if not c.streams.video:
-            raise VideoDecodeError(path, "no video stream")
-        st = c.streams.video[0]
-        cc = st.codec_context
-        rot = iso_bmff_rotation(path) or 0
-        return (cc.name if cc is not None else "", int(st.width or 0), int(st.height or 0), rot)
-
-
 class DecordReader:
     """Frames via ``decord.VideoReader.get_batch``."""
 
     name = "decord"
 
-    def __init__(self, path: str, *, num_threads: int = 1, short_side: int | None = None):
+    def __init__(self, path: str, *, ref: VideoMetadata, num_threads: int = 1, short_side: int | None = None):
         decord = _import_decord()
         self.path = path
-        codec, w, h, rot = _probe(path)
-        if rot:
-            # decord handles display rotation inconsistently (crashes on 90, rotates on 270): let PyAV read it.
-            raise VideoDecodeError(path, f"decord does not read rotated videos correctly (rotation {rot})")
+        codec, w, h, rot = ref.codec, ref.width, ref.height, ref.rotation
         # decord's own decode-time resize (width/height) differs from the other backends: resize after decoding.
         self._short_side = short_side
         try:

@@ -2,8 +2,8 @@
 
 How a clip is read::
 
-    open:  demux every packet once (cheap: no decoding) -> presentation timestamps sorted = frame index,
-           keyframe table; decode the first frame (rotation tag, proves the stream decodes)
+    open:  demux every packet of the chosen video stream once (cheap: no decoding) -> presentation timestamps
+           sorted = frame index, keyframe table, open-GOP check; rotation from the container header
     read:  for each wanted frame (ascending): if a keyframe lies between the decoder's position and the frame
            (or the frame is behind us), seek to the last keyframe at or before it; then decode forward and keep
            the frames whose pts is wanted. The decoder position survives between calls, so consecutive clips of
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidtok.errors import VideoDecodeError
-from vidtok.io.backends.common import average_fps, iso_bmff_rotation, resize_short_side
+from vidtok.io.backends.common import average_fps, container_rotation, resize_short_side
 from vidtok.io.video import VideoMetadata
 
 # Decoders whose non-reference frames may be skipped when not wanted (checked for exactness in tests/test_io_*).
@@ -62,10 +62,11 @@ class PyAVReader:
 
     name = "pyav"
 
-    def __init__(self, path: str, *, num_threads: int = 1, short_side: int | None = None):
+    def __init__(self, path: str, *, num_threads: int = 1, short_side: int | None = None, stream: int = 0):
         av = _import_av()
         self.path = path
         self._short_side = short_side
+        self._stream_pos = stream  # position among the container's video streams
         self._container: Any = None
         self._gen: Iterator[Any] | None = None
         self._last_pts: int | None = None  # pts of the last frame the decoder produced
@@ -93,8 +94,16 @@ class PyAVReader:
         if not c.streams.video:
             kinds = sorted({s.type for s in c.streams})
             raise VideoDecodeError(self.path, f"no video stream (streams: {', '.join(kinds) or 'none'})")
-        st = c.streams.video[0]
+        nv = len(c.streams.video)
+        if not 0 <= self._stream_pos < nv:
+            raise VideoDecodeError(
+                self.path, f"no video stream {self._stream_pos} (the file has {nv} video stream{'s' * (nv != 1)})"
+            )
+        st = c.streams.video[self._stream_pos]
         self._stream = st
+        self.stream_index = st.index  # the container's stream index (what FFmpeg-based backends are told)
+        self.num_video_streams = nv
+        self.format_name = c.format.name if c.format is not None else ""
         if st.codec_context is None:
             raise VideoDecodeError(self.path, "no decoder for its video codec (unknown or unsupported codec)")
         cc = st.codec_context
@@ -104,6 +113,11 @@ class PyAVReader:
             cc.thread_type = "AUTO"
 
         pts, keys, seek_ts, durs = [], [], [], []
+        # Leading pictures: frames that follow a keyframe in decode order but are shown before it (open GOP: HEVC
+        # CRA/RASL, H.264 recovery points, MPEG-2 open GOPs). Decoders that count frames from a keyframe after a seek
+        # get them wrong (see vidtok.io.video.route_reason).
+        self.leading_pictures = 0
+        key_pts = None
         try:
             for p in c.demux(st):
                 if p.size == 0 or p.is_discard:
@@ -113,6 +127,9 @@ class PyAVReader:
                 if p.is_keyframe:
                     keys.append(p.pts)
                     seek_ts.append(p.dts if p.dts is not None else p.pts)
+                    key_pts = p.pts
+                elif key_pts is not None and p.pts is not None and p.pts < key_pts:
+                    self.leading_pictures += 1
         except Exception:  # truncated/corrupt tail: keep the packets read so far
             if not pts:
                 raise
@@ -131,8 +148,10 @@ class PyAVReader:
         n = len(pts)
 
         # Nothing is decoded at open (a keyframe decode costs as much as the rest of a typical open). The rotation
-        # tag comes from the MP4/MOV track header; decodability shows at the first read.
-        rotation = iso_bmff_rotation(self.path) or 0
+        # comes from the container header (MP4/MOV track matrix, Matroska projection); decodability shows at the
+        # first read.
+        rotation = container_rotation(self.path, self._stream_pos)
+        self.pix_fmt = cc.pix_fmt or ""
         # FFmpeg's native decoders for these honour skip_frame=NONREF per packet (see _decode_packets).
         self._skip_ok = not self._sequential and cc.name in SKIP_NONREF_CODECS
         self._reformatter = _import_av().video.reformatter.VideoReformatter()  # one swscale context, reused
@@ -164,7 +183,15 @@ class PyAVReader:
             codec=cc.name,
             rotation=rotation,
             backend=self.name,
+            stream=self._stream_pos,
         )
+
+    def pts_seconds(self, indices: list[int]) -> list[float] | None:
+        """Presentation times (seconds) of frames ``indices``, from the packet index; None without timestamps."""
+        if self._sequential:
+            return None
+        tb = self._stream.time_base or Fraction(1, 1)
+        return [float(self._pts[i] * tb) for i in indices]
 
     # ---------------------------------------------------------------- decoding primitives
     def _decode_packets(self, packets: Iterator[Any]) -> Iterator[Any]:
@@ -221,7 +248,7 @@ class PyAVReader:
             # Raw streams without timestamps (e.g. .h264) cannot seek: reopen the file instead.
             self._container.close()
             self._container = av.open(self.path, metadata_errors="ignore")
-            st = self._stream = self._container.streams.video[0]
+            st = self._stream = self._container.streams.video[self._stream_pos]
             st.codec_context.thread_count = self._num_threads
             if self._num_threads != 1:
                 st.codec_context.thread_type = "AUTO"

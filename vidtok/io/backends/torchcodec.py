@@ -1,5 +1,9 @@
 """torchcodec backend: ``torchcodec.decoders.VideoDecoder`` in exact seek mode (scans the file once at open).
 
+The stream is the one vidtok's PyAV index describes (``stream_index``: torchcodec's own default is FFmpeg's "best"
+stream, which need not be the first video stream). Every returned frame's presentation time is checked against that
+index (``pts_seconds`` of the batch), so a frame from the wrong place raises instead of being returned.
+
 torchcodec rotates frames by the container's display matrix; vidtok returns frames as coded (like PyAV's
 ``to_ndarray``), so the rotation is undone here with an exact ``rot90`` and reported in the metadata instead.
 """
@@ -7,6 +11,7 @@ torchcodec rotates frames by the container's display matrix; vidtok returns fram
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,13 +48,27 @@ class TorchCodecReader:
 
     name = "torchcodec"
 
-    def __init__(self, path: str, *, num_threads: int = 1, short_side: int | None = None):
+    def __init__(
+        self,
+        path: str,
+        *,
+        num_threads: int = 1,
+        short_side: int | None = None,
+        stream_index: int | None = None,
+        expected_pts: Callable[[list[int]], list[float] | None] | None = None,
+    ):
         VideoDecoder = _import_decoder()
         self.path = path
         self._short_side = short_side
+        self._expected_pts = expected_pts
         try:
             self._dec: Any = VideoDecoder(
-                path, seek_mode="exact", num_ffmpeg_threads=num_threads, dimension_order="NHWC", device="cpu"
+                path,
+                stream_index=stream_index,
+                seek_mode="exact",
+                num_ffmpeg_threads=num_threads,
+                dimension_order="NHWC",
+                device="cpu",
             )
         except Exception as e:
             raise VideoDecodeError(path, f"torchcodec cannot open it: {_msg(e)}") from e
@@ -76,7 +95,14 @@ class TorchCodecReader:
         )
 
     def read(self, indices: list[int]) -> torch.Tensor:
-        x = self._dec.get_frames_at(indices).data  # (N, H', W', 3), displayed orientation
+        batch = self._dec.get_frames_at(indices)
+        want = self._expected_pts(indices) if self._expected_pts is not None else None
+        if want is not None:
+            got = batch.pts_seconds.tolist()
+            for i, g, w in zip(indices, got, want, strict=True):
+                if abs(g - w) > 1e-6:
+                    raise RuntimeError(f"frame {i}: torchcodec returned the frame at {g:.6f} s, not {w:.6f} s")
+        x = batch.data  # (N, H', W', 3), displayed orientation
         if self._undo_k:
             x = torch.rot90(x, self._undo_k, dims=(1, 2)).contiguous()
         if self._short_side is not None:
