@@ -66,4 +66,4 @@ def test_train_cli_reports_bad_config_in_one_line(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "r").mkdir()
     r = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "r"), "--resume"])
-    assert r.exit_code == 1 and "no checkpoints to resume from" in r.output
+    assert r.exit_code == 2 and "no checkpoints/ to resume from" in r.output

@@ -344,7 +344,7 @@ def test_torchrun_two_processes_match_one(job, tmp_path):
         (v["path"], v["status"]) for v in e2["videos"]
     )
     np.testing.assert_allclose(e1["embeddings"], e2["embeddings"], atol=1e-5)
-    assert (tmp_path / "one.index.csv").read_text() == (tmp_path / "two.index.csv").read_text()
+    assert (tmp_path / "one.safetensors.index.csv").read_text() == (tmp_path / "two.safetensors.index.csv").read_text()
 
 
 def test_decode_pool_back_pressure(job):

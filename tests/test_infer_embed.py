@@ -135,7 +135,7 @@ def test_output_formats(job, reference, tmp_path, fmt):
             for x in reference["index"]
         ]
     if fmt != "parquet":
-        with open(tmp_path / "emb.index.csv", newline="") as f:
+        with open(tmp_path / f"emb.{fmt}.index.csv", newline="") as f:
             assert [r["path"] for r in csv.DictReader(f)] == [r["path"] for r in reference["index"]]
     with open(tmp_path / f"emb.{fmt}.errors.csv", newline="") as f:
         assert {r["path"] for r in csv.DictReader(f)} == {str(p) for p in job["bad"].values()}

@@ -103,7 +103,7 @@ def test_embed_part_repair(tmp_path):
     res = w.merge(["c", "b", "a"])
     np.testing.assert_array_equal(np.load(out), np.concatenate([vec[:1] + 100, vec]))
     assert [r["row"] for r in res["index"]] == [0, 1, 2, 3] and res["index"][0]["path"] == "c"
-    assert (tmp_path / "e.index.csv").read_text().splitlines()[1] == "c,0.000,1.000,0"
+    assert (tmp_path / "e.npy.index.csv").read_text().splitlines()[1] == "c,0.000,1.000,0"
     assert json.dumps(read_embed_output(out)["index"]) == json.dumps(res["index"])
 
 
@@ -185,7 +185,7 @@ def test_embed_merge_streams_with_bounded_memory(tmp_path, fmt, monkeypatch):
         np.testing.assert_array_equal(lib["embeddings"], back["embeddings"])
         np.testing.assert_array_equal(lib["tokens"], back["tokens"])
         with safe_open(str(out), framework="numpy") as f:
-            assert f.metadata() == {"format": "vidtok-embeddings", "index": "e.index.csv"}
+            assert f.metadata() == {"format": "vidtok-embeddings", "index": "e.safetensors.index.csv"}
     if fmt != "parquet":
         assert isinstance(back["embeddings"], np.memmap)  # merged outputs come back mapped, not read
         back["embeddings"][0] = 0  # copy-on-write: the file is not changed
@@ -220,7 +220,7 @@ def test_embed_resume_onto_a_safetensors_file_written_by_the_library(tmp_path):
     tok = -old.reshape(3, 1, 8, 4)
     save_file({"tokens": tok, "embeddings": old.reshape(3, 32)}, str(out), metadata={"format": "vidtok-embeddings"})
     rows = ["path,clip_start,clip_end,row", "a,0.000,1.000,0", "a,1.000,2.000,1", "b,0.000,1.000,2"]
-    (tmp_path / "e.index.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "e.safetensors.index.csv").write_text("\n".join(rows) + "\n")
     back = read_embed_output(out)
     np.testing.assert_array_equal(back["embeddings"], old.reshape(3, 32))
     np.testing.assert_array_equal(back["tokens"], tok)
@@ -255,12 +255,13 @@ def test_cli_help_and_errors(tmp_path):
     (tmp_path / "v.mp4").write_bytes(b"x")
     r = CliRunner().invoke(cli, ["classify", str(tmp_path / "v.mp4"), "-c", str(tmp_path / "nope.safetensors")])
     assert r.exit_code != 0 and r.output.startswith("error:") and "nope.safetensors" in r.output
-    r = CliRunner().invoke(cli, ["embed", str(tmp_path), "-c", "x", "--out", str(tmp_path / "e.txt")])
+    (tmp_path / "x").write_bytes(b"x")
+    r = CliRunner().invoke(cli, ["embed", str(tmp_path), "-c", str(tmp_path / "x"), "--out", str(tmp_path / "e.txt")])
     assert r.exit_code == 2 and "format" in r.output
 
 
 def test_cli_rejects_bad_numbers_before_work(tmp_path):
     (tmp_path / "v.mp4").write_bytes(b"x")
     for opt in (["--workers", "0"], ["--timeout", "0"], ["--batch-size", "0"], ["--streams", "-1"]):
-        r = CliRunner().invoke(cli, ["classify", str(tmp_path), "-c", "missing.safetensors", *opt])
+        r = CliRunner().invoke(cli, ["classify", str(tmp_path), "-c", str(tmp_path / "v.mp4"), *opt])
         assert r.exit_code == 2 and r.output.startswith("error:") and opt[0] in r.output, r.output

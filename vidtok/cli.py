@@ -7,29 +7,79 @@ torch and everything heavy is imported inside command bodies so ``vidtok --help`
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import signal
 import sys
+import threading
 from importlib import metadata
+from pathlib import Path
 
 import click
 
 from vidtok import __version__
-from vidtok.errors import ConfigError, VidtokError
+from vidtok.errors import ConfigError, Terminated, VidtokError, format_error
 
 
 class _Group(click.Group):
-    """Maps vidtok errors to one-line messages and exit codes (2 for config errors, 1 otherwise)."""
+    """Every failure a user can cause ends as one line ``error: ...`` on stderr (:func:`vidtok.errors.format_error`):
+    exit 2 for usage and config errors, 1 for other vidtok errors, 130 / 143 for Ctrl-C / SIGTERM."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except VidtokError as e:
+        except (VidtokError, KeyboardInterrupt, OSError) as e:
             if ctx.params.get("debug"):
+                e._vidtok_debug = True  # main() lets it through with its traceback
                 raise
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            ctx.exit(130)
+            if isinstance(e, OSError) and not _user_os_error(e):
+                raise
+            line, code = format_error(e)
+            click.echo(line, err=True)
+            ctx.exit(code)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        with _sigterm_as_interrupt():
+            try:
+                rc = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.exceptions.NoArgsIsHelpError as e:  # bare `vidtok`: the help, as click prints it
+                click.echo(e.ctx.get_help())
+                rc = 0
+            except (click.ClickException, VidtokError, KeyboardInterrupt) as e:
+                if getattr(e, "_vidtok_debug", False):
+                    raise
+                line, rc = format_error(e)
+                click.echo(line, err=True)
+            except click.exceptions.Abort:
+                click.echo("error: interrupted", err=True)
+                rc = 130
+        sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _user_os_error(e: OSError) -> bool:
+    """An OSError about a user's file (disk full, permission denied, a folder where a file is expected)."""
+    return e.filename is not None or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`~vidtok.errors.Terminated` (a KeyboardInterrupt) in the main thread, so a stopped job
+    shuts down as after Ctrl-C: the writer flushes and closes, decode workers are stopped, exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -72,6 +122,54 @@ def load_cli_config(config_path: str | None, overrides: tuple[str, ...]):
     return load_config(config_path, overrides)
 
 
+# Option checks run by click before a command body imports anything heavy: a typo fails in well under a second.
+
+
+def _device(ctx, param, value):
+    from vidtok.config import check_device
+
+    return check_device(value, f"--{param.name}") if value is not None else value
+
+
+def _finite_positive(ctx, param, value):
+    if value is not None and not (value > 0 and value != float("inf")):  # NaN fails `value > 0`
+        raise click.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _existing(ctx, param, value):
+    """An input that must exist: a file / folder path, or ``@list.txt`` for PATHS."""
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if v is None:
+            continue
+        path = v[1:] if v.startswith("@") and not os.path.lexists(v) else v
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"{path}: no such file or directory", param=param)
+    return value
+
+
+def _refuse_existing_output(what: str, out: str | None, resume: bool, overwrite: bool, retry_failed: bool) -> None:
+    """A known --out format; --resume / --overwrite / --retry-failed make sense together only one way; an existing
+    --out needs one of them."""
+    from vidtok.engine.infer_io import CLASSIFY_FORMATS, EMBED_FORMATS, _fmt_of, output_exists
+
+    if out is not None:
+        _fmt_of(Path(out), CLASSIFY_FORMATS if what == "classify" else EMBED_FORMATS, what)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other (continue the output, or start it again)")
+    if retry_failed and not resume:
+        raise ConfigError("--retry-failed needs --resume (it retries the failed videos of an existing output)")
+    if out is None or resume or overwrite:
+        return
+    if output_exists(out):
+        raise ConfigError(f"{out} exists; pass --resume to continue it or --overwrite to start again", key="out")
+
+
+_BACKEND = click.Choice(["auto", "pyav", "decord", "torchcodec"])
+_POS_INT = click.IntRange(min=1)
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -96,6 +194,21 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
 
     from vidtok import io as vio
     from vidtok import kernels
+
+    name = model_name or (cfg.model.name if cfg is not None else None)
+    if name:
+        from vidtok.models import list_models
+
+        if name not in list_models():
+            import difflib
+
+            near = difflib.get_close_matches(name, list_models(), n=3)
+            hint = (
+                f"; did you mean {', '.join(near)}?"
+                if near
+                else "; `vidtok info` without --model lists none, see vidtok.list_models()"
+            )
+            raise ConfigError(f"--model {name!r}: no such model{hint}", key="model.name")
 
     rows = [("vidtok", __version__), ("python", sys.version.split()[0])]
     for dist in ("torch", "torchvision", "av", "decord", "torchcodec", "triton", "transformers"):
@@ -126,9 +239,14 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
 
 
 @cli.command()
-@click.argument("video", type=click.Path(dir_okay=False))
+@click.argument("video", type=click.Path(dir_okay=False), callback=_existing)
 @click.option(
-    "--checkpoint", "-c", required=True, type=click.Path(), help="Model checkpoint (.safetensors) or run folder."
+    "--checkpoint",
+    "-c",
+    required=True,
+    type=click.Path(),
+    callback=_existing,
+    help="Model checkpoint (.safetensors) or run folder.",
 )
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output: .png/.jpg, .gif or .mp4.")
 @click.option(
@@ -139,11 +257,15 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
     "Default: tokens with a TokenLearner, else cls.",
 )
 @click.option("--start", "start_sec", type=float, default=None, help="Clip start in seconds (default: centred clip).")
-@click.option("--backend", default="auto", show_default=True, help="Video decoder: auto | torchcodec | decord | pyav.")
-@click.option("--cell", type=int, default=None, help="Panel size in pixels (default 128 for images, 160 for video).")
-@click.option("--fps", type=float, default=4.0, show_default=True, help="Frame rate of GIF / MP4 output.")
-@click.option("--max-rows", type=int, default=None, help="Show at most this many temporal slices in a PNG.")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | auto.")
+@click.option("--backend", type=_BACKEND, default="auto", show_default=True, help="Video decoder.")
+@click.option(
+    "--cell", type=_POS_INT, default=None, help="Panel size in pixels (default 128 for images, 160 for video)."
+)
+@click.option(
+    "--fps", type=float, default=4.0, show_default=True, callback=_finite_positive, help="Frame rate of GIF / MP4."
+)
+@click.option("--max-rows", type=_POS_INT, default=None, help="Show at most this many temporal slices in a PNG.")
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu | cuda | cuda:N | auto.")
 def viz(
     video: str,
     checkpoint: str,
@@ -190,7 +312,7 @@ def viz(
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("run_dir", type=click.Path(), callback=_existing)
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False), help="Image (default RUN_DIR/curves.png).")
 @click.option("--title", default=None, help="Figure title (default: the run folder name).")
 def plot(run_dir: str, out: str | None, title: str | None) -> None:
@@ -201,8 +323,6 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
       vidtok plot runs/demo
       vidtok plot runs/demo --out curves.png
     """
-    from pathlib import Path
-
     from vidtok.viz.plots import plot_training_curves
 
     if out is None:
@@ -212,7 +332,7 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
 
 
 @cli.command()
-@click.argument("src", type=click.Path())
+@click.argument("src", type=click.Path(), callback=_existing)
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option(
     "--arch",
@@ -222,10 +342,14 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
     help="Source architecture; auto reads config.json (HF) or the state-dict layout (2D ViT).",
 )
 @click.option("--model", "model_name", default=None, help="vidtok registry model to build (required for vit2d).")
-@click.option("--num-frames", type=int, default=None, help="vit2d: input frames of the inflated model.")
-@click.option("--img-size", type=int, default=None, help="vit2d: crop size (positional embeddings are resized).")
-@click.option("--num-classes", type=int, default=None, help="vit2d: classes; a new head unless it matches the 2D one.")
-@click.option("--num-heads", type=int, default=None, help="vit2d: attention heads (default: the model's, else D/64).")
+@click.option("--num-frames", type=_POS_INT, default=None, help="vit2d: input frames of the inflated model.")
+@click.option("--img-size", type=_POS_INT, default=None, help="vit2d: crop size (positional embeddings are resized).")
+@click.option(
+    "--num-classes", type=_POS_INT, default=None, help="vit2d: classes; a new head unless it matches the 2D one."
+)
+@click.option(
+    "--num-heads", type=_POS_INT, default=None, help="vit2d: attention heads (default: the model's, else D/64)."
+)
 @click.option(
     "--tubelet-init",
     type=click.Choice(["central", "average"]),
@@ -233,8 +357,15 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
     show_default=True,
     help="vit2d: inflate the 2D patch kernel to the central frame, or average it over the tubelet.",
 )
-@click.option("--frame-stride", type=int, default=None, help="Stored preprocessing: frame stride to sample with.")
-@click.option("--classes", "classes_file", default=None, type=click.Path(dir_okay=False), help="Class names file.")
+@click.option("--frame-stride", type=_POS_INT, default=None, help="Stored preprocessing: frame stride to sample with.")
+@click.option(
+    "--classes",
+    "classes_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    callback=_existing,
+    help="Class names file.",
+)
 def convert(
     src: str,
     out: str,
@@ -258,17 +389,15 @@ def convert(
       vidtok convert vit_b_16.pth tokshift_b16.safetensors --arch vit2d --model tokshift_b16 --num-frames 8
     """
     from vidtok.convert import convert as run_convert
-    from vidtok.errors import CheckpointError
 
     pcfg: dict = {}
     if frame_stride is not None:
         pcfg["frame_stride"] = frame_stride
     if classes_file is not None:
-        try:
-            with open(classes_file, encoding="utf-8") as f:
-                pcfg["class_names"] = [ln.strip() for ln in f if ln.strip()]
-        except OSError as e:
-            raise CheckpointError(f"{classes_file}: cannot read class names ({e.strerror})") from None
+        from vidtok.config import read_text
+
+        text = read_text(classes_file, what="class names file")
+        pcfg["class_names"] = [ln.strip() for ln in text.splitlines() if ln.strip()]
     path = run_convert(
         src,
         out,
@@ -289,19 +418,29 @@ def convert(
 @click.option(
     "--classes",
     "num_classes",
-    type=int,
+    type=click.IntRange(1, 8),
     default=4,
     show_default=True,
     help="Number of motion classes (the first K of: right left up down rotate_cw rotate_ccw grow shrink).",
 )
-@click.option("--per-class", type=int, default=100, show_default=True, help="Training videos per class.")
-@click.option("--val-per-class", type=int, default=None, help="Held-out videos per class [default: per-class // 4].")
+@click.option("--per-class", type=_POS_INT, default=100, show_default=True, help="Training videos per class.")
+@click.option(
+    "--val-per-class",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Held-out videos per class [default: per-class // 4].",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Everything generated is a function of it.")
-@click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels (square, even).")
-@click.option("--frames", type=int, default=32, show_default=True, help="Frames per video.")
-@click.option("--fps", type=int, default=25, show_default=True, help="Frame rate written into the files.")
-@click.option("--workers", type=int, default=0, show_default=True, help="Encoding processes (0 = this one).")
-def synth(out, num_classes, per_class, val_per_class, seed, size, frames, fps, workers) -> None:
+@click.option(
+    "--size", type=click.IntRange(min=16), default=64, show_default=True, help="Frame side in pixels (square, even)."
+)
+@click.option("--frames", type=click.IntRange(min=2), default=32, show_default=True, help="Frames per video.")
+@click.option("--fps", type=_POS_INT, default=25, show_default=True, help="Frame rate written into the files.")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Encoding processes (0 = this one)."
+)
+@click.option("--overwrite", is_flag=True, help="OUT is not empty: delete its contents first.")
+def synth(out, num_classes, per_class, val_per_class, seed, size, frames, fps, workers, overwrite) -> None:
     """Write a synthetic motion-only action dataset (H.264 files, Kinetics layout) to OUT.
 
     Each video is a shape moving on a textured background; the class depends only on the motion, never on
@@ -330,6 +469,7 @@ def synth(out, num_classes, per_class, val_per_class, seed, size, frames, fps, w
             frames=frames,
             fps=fps,
             workers=workers,
+            overwrite=overwrite,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
@@ -344,11 +484,20 @@ def _infer_options(f):
     """Options shared by `classify` and `embed` (decoding, batching, resume, device)."""
     for opt in reversed(
         [
-            click.option("--batch-size", default=16, show_default=True, help="Clips per forward pass (across videos)."),
-            click.option("--workers", "num_workers", default=2, show_default=True, help="Decode processes."),
-            click.option("--timeout", default=120.0, show_default=True, help="Seconds one file may take to decode."),
+            click.option("--batch-size", type=_POS_INT, default=16, show_default=True, help="Clips per forward pass."),
+            click.option(
+                "--workers", "num_workers", type=_POS_INT, default=2, show_default=True, help="Decode processes."
+            ),
+            click.option(
+                "--timeout",
+                default=120.0,
+                show_default=True,
+                callback=_finite_positive,
+                help="Seconds one file may take to decode.",
+            ),
             click.option(
                 "--streams",
+                type=click.IntRange(min=0),
                 default=0,
                 show_default=True,
                 help="CPU only: model calls run side by side on parts of each batch (0 = one per core).",
@@ -356,7 +505,9 @@ def _infer_options(f):
             click.option("--resume", is_flag=True, help="Skip videos already in --out (repairs a half-written one)."),
             click.option("--retry-failed", is_flag=True, help="With --resume: try failed videos again."),
             click.option("--overwrite", is_flag=True, help="Start --out again if it exists."),
-            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N."),
+            click.option(
+                "--device", default="auto", show_default=True, callback=_device, help="auto | cpu | cuda | cuda:N."
+            ),
             click.option(
                 "--amp",
                 type=click.Choice(["auto", "none", "bf16", "fp16"]),
@@ -364,7 +515,7 @@ def _infer_options(f):
                 show_default=True,
                 help="Autocast dtype (auto: bf16 on CUDA, off on CPU).",
             ),
-            click.option("--backend", default="auto", show_default=True, help="auto | torchcodec | decord | pyav."),
+            click.option("--backend", type=_BACKEND, default="auto", show_default=True, help="Video decoder."),
             click.option(
                 "--ext",
                 "extensions",
@@ -380,9 +531,11 @@ def _infer_options(f):
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--checkpoint", "-c", required=True, help="vidtok checkpoint (.safetensors) or run folder.")
-@click.option("--topk", default=5, show_default=True, help="Labels per video.")
+@click.argument("paths", nargs=-1, required=True, callback=_existing)
+@click.option(
+    "--checkpoint", "-c", required=True, callback=_existing, help="vidtok checkpoint (.safetensors) or run folder."
+)
+@click.option("--topk", type=_POS_INT, default=5, show_default=True, help="Labels per video.")
 @click.option("--views", default=None, help="CLIPSxCROPS, e.g. 4x3 (default: the checkpoint's test views).")
 @click.option("--out", "-o", default=None, help="preds.csv | .jsonl | .parquet (default: print CSV to stdout).")
 @_infer_options
@@ -400,6 +553,11 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
       vidtok classify videos/ -c model.safetensors --out preds.parquet --resume
       torchrun --nproc-per-node 4 -m vidtok.cli classify videos/ -c model.safetensors --out preds.csv
     """
+    _refuse_existing_output("classify", out, kw["resume"], kw["overwrite"], kw["retry_failed"])
+    if views is not None:
+        from vidtok.engine.infer import parse_views
+
+        parse_views(views)
     from vidtok.engine.infer import classify as run
 
     quiet = kw.pop("quiet")
@@ -421,8 +579,10 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--checkpoint", "-c", required=True, help="vidtok checkpoint (.safetensors) or run folder.")
+@click.argument("paths", nargs=-1, required=True, callback=_existing)
+@click.option(
+    "--checkpoint", "-c", required=True, callback=_existing, help="vidtok checkpoint (.safetensors) or run folder."
+)
 @click.option("--out", "-o", required=True, help="emb.parquet | emb.npy | emb.safetensors (+ emb.index.csv).")
 @click.option("--window", default=None, help="Window length, e.g. 2s (default: the model's clip length).")
 @click.option("--hop", default=None, help="Hop between windows, e.g. 1s (default: the window).")
@@ -444,6 +604,10 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
       vidtok embed videos/ -c model.safetensors --out emb.npy --per-video --normalize --fp16
       vidtok embed videos/ -c model.safetensors --out emb.safetensors --tokens --resume
     """
+    _refuse_existing_output("embed", out, kw["resume"], kw["overwrite"], kw["retry_failed"])
+    from vidtok.engine.infer import parse_seconds
+
+    parse_seconds(window, "window"), parse_seconds(hop, "hop")
     from vidtok.engine.infer import embed as run
 
     quiet = kw.pop("quiet")
@@ -469,12 +633,15 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
 @config_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder (created).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint.")
+@click.option("--overwrite", is_flag=True, help="--out holds a run: delete it and start again.")
 @click.option("--init", "init", default=None, help="Checkpoint / run folder to fine-tune from (head re-initialised).")
-@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (schedule length).")
-@click.option("--epochs", type=int, default=None, help="Number of epochs (overrides train.epochs).")
-@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
+@click.option(
+    "--max-steps", type=_POS_INT, default=None, help="Stop after this many optimizer steps (schedule length)."
+)
+@click.option("--epochs", type=_POS_INT, default=None, help="Number of epochs (overrides train.epochs).")
+@click.option("--device", default=None, callback=_device, help="auto | cpu | cuda | cuda:N (overrides train.device).")
 @click.option("--no-progress", is_flag=True, help="No progress bar: a progress log line every 15 s instead.")
-def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, device, no_progress) -> None:
+def train(config_path, overrides, out_dir, resume, overwrite, init, max_steps, epochs, device, no_progress) -> None:
     """Train a model: checkpoints, metrics.jsonl and model.safetensors go to --out.
 
     Runs on several processes / nodes under torchrun (DDP; nccl on CUDA, gloo on CPU); only rank 0 writes.
@@ -487,10 +654,10 @@ def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, devi
       vidtok train --out runs/k400 --resume
       torchrun --nproc-per-node 8 -m vidtok.cli train --config k400_vidtok_b --out runs/k400_b
     """
-    from pathlib import Path
+    from vidtok.config import check_config_paths
+    from vidtok.engine.run_dir import check_run_dir
 
-    from vidtok.engine.train import train as run_train
-
+    check_run_dir(out_dir, resume=resume, overwrite=overwrite)
     run_cfg = Path(out_dir) / "config.yaml"
     if resume and config_path is None and run_cfg.is_file():
         config_path = str(run_cfg)  # resume with the run's own resolved config
@@ -504,7 +671,10 @@ def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, devi
     if device is not None:
         extra.append(f"train.device={device}")
     cfg = load_cli_config(config_path, tuple(extra))
-    res = run_train(cfg, out_dir, resume=resume, progress=not no_progress)
+    check_config_paths(cfg)
+    from vidtok.engine.train import train as run_train
+
+    res = run_train(cfg, out_dir, resume=resume, overwrite=overwrite, progress=not no_progress)
     if res["model_path"]:
         val = res["val"]
         acc = f"; val top-1 {val['top1']:.2f} %, top-5 {val['top5']:.2f} %" if val else ""
@@ -512,15 +682,30 @@ def train(config_path, overrides, out_dir, resume, init, max_steps, epochs, devi
 
 
 @cli.command(name="eval")
-@click.option("--checkpoint", "-c", required=True, help="vidtok checkpoint (.safetensors) or run folder.")
-@click.option("--data", "data_path", default=None, help="Annotations: Kinetics CSV, 'path label' list or class folder.")
-@click.option("--root", default=None, help="Folder the listed videos live under.")
+@click.option(
+    "--checkpoint", "-c", required=True, callback=_existing, help="vidtok checkpoint (.safetensors) or run folder."
+)
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    callback=_existing,
+    help="Annotations: Kinetics CSV, 'path label' list or class folder.",
+)
+@click.option("--root", default=None, callback=_existing, help="Folder the listed videos live under.")
 @config_options
-@click.option("--clips", type=int, default=None, help="Temporal views per video (default: the checkpoint's).")
-@click.option("--crops", type=int, default=None, help="Spatial crops per view: 1 or 3 (default: the checkpoint's).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Videos per forward pass.")
-@click.option("--workers", "num_workers", type=int, default=2, show_default=True, help="Decode processes.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--clips", type=_POS_INT, default=None, help="Temporal views per video (default: the checkpoint's).")
+@click.option(
+    "--crops",
+    type=click.IntRange(1, 3),
+    default=None,
+    help="Spatial crops per view: 1 or 3 (default: the checkpoint's).",
+)
+@click.option("--batch-size", type=_POS_INT, default=8, show_default=True, help="Videos per forward pass.")
+@click.option(
+    "--workers", "num_workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decode processes."
+)
+@click.option("--device", default="auto", show_default=True, callback=_device, help="auto | cpu | cuda | cuda:N.")
 @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
 @click.option("--shuffle-frames", is_flag=True, help="Permute the frames of every view (motion control).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Report folder.")
@@ -539,8 +724,10 @@ def eval_cmd(
       vidtok eval --checkpoint demo_out/run --data demo_out/data/val.csv --root demo_out/data
       vidtok eval -c runs/k400/model.safetensors --data k400/val.csv --root k400 --clips 4 --crops 3
     """
-    from pathlib import Path
-
+    if crops == 2:
+        raise click.BadParameter("must be 1 (centre) or 3 (three crops)", param_hint="'--crops'")
+    if config_path is not None or overrides:
+        load_cli_config(config_path, overrides)  # a bad config fails here, before the checkpoint is read
     from vidtok.engine.evaluate import evaluate_checkpoint, format_report
 
     res, files = evaluate_checkpoint(
@@ -578,18 +765,15 @@ def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
       vidtok demo --out demo_out
       vidtok demo --out demo_out --shuffle-frames
     """
-    from vidtok.engine.demo import run_demo
+    from vidtok.engine.demo import demo_config, run_demo
 
+    demo_config(Path(out_dir) / "data", overrides)  # a bad --set fails here, before any video is written
     run_demo(out_dir, shuffle_frames=shuffle_frames, overrides=overrides, progress=not no_progress, echo=click.echo)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    try:
-        cli.main(args=argv, prog_name="vidtok", standalone_mode=True)
-    except ConfigError as e:  # raised before a command body runs (e.g. by click callbacks)
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+    cli.main(args=argv, prog_name="vidtok")
 
 
 if __name__ == "__main__":  # pragma: no cover

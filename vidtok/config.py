@@ -18,7 +18,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,7 +43,21 @@ __all__ = [
     "apply_overrides",
     "list_recipes",
     "recipe_path",
+    "validate_config",
+    "check_config_paths",
+    "read_text",
+    "parse_yaml",
+    "check_device",
+    "VIDEO_BACKENDS",
+    "ATTN_BACKENDS",
+    "DATA_FORMATS",
 ]
+
+VIDEO_BACKENDS = ("auto", "pyav", "decord", "torchcodec")  # vidtok.io.BACKENDS plus auto (kept here: no torch import)
+ATTN_BACKENDS = ("auto", "triton", "sdpa", "math")
+DATA_FORMATS = ("kinetics", "list", "folder")
+AMP_MODES = ("none", "bf16", "fp16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
 
@@ -253,6 +269,122 @@ def config_from_dict(data: dict, *, source: str | None = None, base: Config | No
     return _from_dict(Config, data, "", source, base=base if base is not None else Config())
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Value checks: every entry point (CLI, demo, eval, Python ``train``) runs the same ones on the finished config.
+
+
+def check_device(device: str, key: str = "train.device") -> str:
+    """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``, checked as text (whether CUDA exists is checked where the
+    device is opened)."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ConfigError(f"{key}: unknown device {device!r} (use auto, cpu, cuda or cuda:N)", key=key)
+    return device
+
+
+def check_choice(value: Any, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: unknown value {value!r} (choose one of: {', '.join(choices)})", key=key)
+
+
+def validate_config(cfg: Config, source: str | None = None) -> Config:
+    """Refuse values that cannot work (zero / negative counts, NaN, unknown choices, crops larger than the frames).
+
+    Raises:
+        ConfigError: one line naming the first offending key and why.
+    """
+
+    def bad(key: str, why: str) -> typing.NoReturn:
+        raise ConfigError(f"{key}: {why}", key=key, source=source)
+
+    def num(key: str, v: float, lo: float | None = None, hi: float | None = None, *, lo_open=False, hi_open=False):
+        if isinstance(v, float) and not math.isfinite(v):
+            bad(key, f"must be a finite number, got {v}")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            bad(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            bad(key, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if not m.name:
+        bad("model.name", "must name a registry model (see `vidtok info`)")
+    check_choice(m.attn_backend, ATTN_BACKENDS, "model.attn_backend")
+    num("model.num_classes", m.num_classes, 1)
+    num("model.num_frames", m.num_frames, 1)
+    num("model.img_size", m.img_size, 1)
+    num("model.drop_path_rate", m.drop_path_rate, 0, 1, hi_open=True)
+    num("model.dropout", m.dropout, 0, 1, hi_open=True)
+
+    check_choice(d.format, DATA_FORMATS, "data.format")
+    check_choice(d.backend, VIDEO_BACKENDS, "data.backend")
+    num("data.num_frames", d.num_frames, 1)
+    num("data.frame_stride", d.frame_stride, 1)
+    num("data.crop_size", d.crop_size, 1)
+    num("data.test_short_side", d.test_short_side, 1)
+    lo, hi = d.scale_range
+    num("data.scale_range[0]", lo, 1)
+    if hi < lo:
+        bad("data.scale_range", f"must be [min, max] with min <= max, got [{lo}, {hi}]")
+    if d.crop_size > d.test_short_side:
+        bad("data.crop_size", f"{d.crop_size} is larger than data.test_short_side={d.test_short_side}")
+    if d.crop_size > lo:
+        bad("data.crop_size", f"{d.crop_size} is larger than the smallest training short side data.scale_range[0]={lo}")
+    for i, v in enumerate(d.mean):
+        num(f"data.mean[{i}]", v)
+    for i, v in enumerate(d.std):
+        num(f"data.std[{i}]", v, 0, lo_open=True)
+    num("data.randaugment_ops", d.randaugment_ops, 0)
+    num("data.randaugment_magnitude", d.randaugment_magnitude, 0, 30)
+    num("data.test_clips", d.test_clips, 1)
+    if d.test_crops not in (1, 3):
+        bad("data.test_crops", f"must be 1 (centre) or 3 (three crops), got {d.test_crops}")
+    num("data.batch_size", d.batch_size, 1)
+    num("data.num_workers", d.num_workers, 0)
+    num("data.prefetch_factor", d.prefetch_factor, 1)
+    num("data.repeated_aug", d.repeated_aug, 1)
+    num("data.max_retries", d.max_retries, 0)
+
+    num("train.epochs", t.epochs, 0)
+    num("train.max_steps", t.max_steps, 0)
+    if t.epochs == 0 and t.max_steps == 0:
+        bad("train.epochs", "must be >= 1 (or set train.max_steps > 0)")
+    num("train.lr", t.lr, 0, lo_open=True)
+    num("train.min_lr", t.min_lr, 0)
+    num("train.warmup_steps", t.warmup_steps, 0)
+    num("train.warmup_epochs", t.warmup_epochs, 0)
+    num("train.weight_decay", t.weight_decay, 0)
+    for i, b in enumerate(t.betas):
+        num(f"train.betas[{i}]", b, 0, 1, hi_open=True)
+    num("train.label_smoothing", t.label_smoothing, 0, 1, hi_open=True)
+    num("train.mixup_alpha", t.mixup_alpha, 0)
+    num("train.cutmix_alpha", t.cutmix_alpha, 0)
+    num("train.clip_grad", t.clip_grad, 0)
+    num("train.accum_steps", t.accum_steps, 1)
+    check_choice(t.amp, AMP_MODES, "train.amp")
+    num("train.ema_decay", t.ema_decay, 0, 1, hi_open=True)
+    num("train.layer_decay", t.layer_decay, 0, 1, lo_open=True)
+    check_device(t.device, "train.device")
+    num("train.log_every", t.log_every, 1)
+    num("train.eval_every", t.eval_every, 0)
+    num("train.ckpt_every", t.ckpt_every, 0)
+    num("train.keep_last", t.keep_last, 0)
+    return cfg
+
+
+def check_config_paths(cfg: Config) -> None:
+    """The files and folders a training config names exist (checked before anything heavy is imported)."""
+    d = cfg.data
+    if d.root and not os.path.isdir(d.root):
+        raise ConfigError(f"data.root: no such folder: {d.root}", key="data.root")
+    for key in ("train", "val"):
+        v = getattr(d, key)
+        if v and not os.path.exists(v) and not (d.root and os.path.exists(os.path.join(d.root, v))):
+            raise ConfigError(f"data.{key}: no such file or folder: {v}", key=f"data.{key}")
+    if d.classes and d.classes not in ("k400", "k600", "k700") and not os.path.isfile(d.classes):
+        raise ConfigError(f"data.classes: no such file: {d.classes} (or use k400 | k600 | k700)", key="data.classes")
+    if cfg.train.init and not os.path.exists(cfg.train.init):
+        raise ConfigError(f"train.init: no such file or folder: {cfg.train.init}", key="train.init")
+
+
 def config_to_dict(cfg: Any) -> dict:
     """Nested plain dict (tuples as lists) suitable for YAML / JSON."""
 
@@ -315,20 +447,74 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
     return config_from_dict(data, source="--set", base=cfg)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the recipe ``path`` (a YAML file or a bundled recipe name; differences only), then ``overrides``.
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (PyYAML would keep the last one silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_text(path: str | os.PathLike, *, key: str | None = None, what: str = "file") -> str:
+    """A user's text file (config, annotations, class list) decoded as UTF-8.
 
     Raises:
-        ConfigError: the file is missing or not YAML, a key is unknown, or a value has the wrong type.
+        ConfigError: the file is missing, unreadable, a folder, or not UTF-8 text (naming the byte offset).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found", key=key, source=os.fsdecode(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} is a folder, expected a file", key=key, source=os.fsdecode(path)) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} ({e.strerror})", key=key, source=os.fsdecode(path)) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at line {line}); save the {what} as UTF-8",
+            key=key,
+            source=os.fsdecode(path),
+        ) from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text parsed strictly (safe types only, duplicate keys refused)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None)
+        detail = f": {problem}" if problem and "duplicate key" in str(problem) else ""
+        raise ConfigError(f"not valid YAML{where}{detail}", source=source) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the recipe ``path`` (a YAML file or a bundled recipe name; differences only), then
+    ``overrides``; the result is validated (:func:`validate_config`).
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8 or not YAML, a key is unknown or repeated, or a value has the
+            wrong type or an impossible value.
     """
     cfg = Config()
     if path is not None:
         p = recipe_path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            where = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError(f"not valid YAML{where}", source=str(p)) from e
+        data = parse_yaml(read_text(p, what="config file"), str(p))
         cfg = config_from_dict(data or {}, source=str(p))
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    cfg = apply_overrides(cfg, overrides) if overrides else cfg
+    return validate_config(cfg, source=str(path) if path is not None and not overrides else None)

@@ -44,3 +44,48 @@ class ConfigError(VidtokError):
 
 class CheckpointError(VidtokError):
     """A checkpoint is missing, corrupt, truncated or does not match the model."""
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def format_error(e: BaseException) -> tuple[str, int]:
+    """The one line ``error: ...`` the CLI prints for ``e``, and the exit code.
+
+    vidtok's own errors keep their message (exit 2 for :class:`ConfigError`, 1 otherwise); click's usage errors
+    (unknown option, bad choice, wrong type) exit 2; an ``OSError`` (disk full, permission denied) names its file
+    and exits 1; Ctrl-C / SIGTERM exit 130 / 143. Anything else is a bug and is not formatted here (the caller
+    lets its traceback show).
+    """
+    if isinstance(e, VidtokError):
+        return f"error: {one_line(str(e))}", e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        sig = getattr(e, "signal_name", None)
+        return f"error: interrupted{f' ({sig})' if sig else ''}", int(getattr(e, "exit_code", 130))
+    if isinstance(e, OSError):
+        names = [os.fsdecode(f) for f in (e.filename, e.filename2) if f is not None]
+        where = f"{' -> '.join(names)}: " if names else ""
+        return f"error: {one_line(where + (e.strerror or str(e)))}", 1
+    try:
+        import click
+
+        if isinstance(e, click.ClickException):
+            msg = one_line(e.format_message())
+            ctx = getattr(e, "ctx", None)
+            if isinstance(e, click.UsageError) and ctx is not None:
+                msg += f" (see '{ctx.command_path} --help')"
+            return f"error: {msg}", e.exit_code
+    except ImportError:  # pragma: no cover - click is a dependency
+        pass
+    raise TypeError(f"not a user-facing error: {type(e).__name__}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker / Kubernetes stop) turned into the same clean shutdown as Ctrl-C: writers flush and close,
+    workers are stopped, the process exits 143."""
+
+    signal_name = "SIGTERM"
+    exit_code = 143

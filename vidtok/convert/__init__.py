@@ -8,6 +8,7 @@ The result is one ``.safetensors`` file that :func:`vidtok.load_model` opens.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,25 @@ def _looks_hf(src: Path) -> bool:
 
     cfg = (src if src.is_dir() else src.parent) / "config.json"
     return cfg.is_file() and "model_type" in read_json(cfg)
+
+
+def _refuse_vidtok_checkpoint(src: Path) -> None:
+    """A vidtok checkpoint (or run folder) needs no conversion: say so instead of guessing it is a 2D ViT."""
+    from vidtok.errors import CheckpointError
+    from vidtok.models.hub import read_header_metadata
+
+    files = [src] if src.is_file() else [src / "model.safetensors"]
+    for f in files:
+        meta = read_header_metadata(f)
+        if meta.get("format") == "vidtok":
+            try:
+                name = json.loads(meta.get("model", "{}")).get("name", "")
+            except (ValueError, AttributeError):
+                name = ""
+            raise CheckpointError(
+                f"{f}: already a vidtok checkpoint{f' ({name})' if name else ''}; use it as it is "
+                "(--checkpoint / vidtok.load_model), there is nothing to convert"
+            )
 
 
 def convert(
@@ -60,6 +80,7 @@ def convert(
     src = Path(src)
     if not src.exists():
         raise CheckpointError(f"{src}: no such file or directory")
+    _refuse_vidtok_checkpoint(src)
     if arch == "vit2d" or (arch == "auto" and not _looks_hf(src)):
         from vidtok.convert._io import find_weight_files, read_state_dict
         from vidtok.convert.vit2d import inflate_vit2d

@@ -66,11 +66,18 @@ def _read_one(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             if path.suffix == ".safetensors":
                 raise CheckpointError(f"{path}: not a valid safetensors file ({' '.join(str(e).split())})") from None
+            if not pickled:
+                raise CheckpointError(
+                    f"{path}: not a weights file (neither safetensors nor a PyTorch checkpoint; it starts with "
+                    f"{head!r})"
+                ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad or unsafe files
         msg = " ".join(str(e).split())[:300]
-        raise CheckpointError(f"{path}: cannot read as safetensors or a weights-only PyTorch file ({msg})") from None
+        raise CheckpointError(
+            f"{path}: cannot read as a weights-only PyTorch file ({type(e).__name__}: {msg})"
+        ) from None
     return _unwrap(obj, path)
 
 

@@ -25,6 +25,7 @@ reproducible whatever worker decodes it; :class:`vidtok.data.loader.EpochSampler
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidtok.config import read_text
 from vidtok.data.samplers import random_clip, uniform_clips
 from vidtok.errors import ConfigError, VideoDecodeError, VidtokError
 
@@ -76,7 +78,7 @@ def read_classes(spec: str | os.PathLike) -> list[str]:
         p = Path(spec)
         if not p.is_file():
             raise ConfigError(f"class list not found: {spec} (use k400 | k600 | k700 or a file)", key="data.classes")
-        text = p.read_text()
+        text = read_text(p, key="data.classes", what="class list")
     names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise ConfigError(f"class list {spec} is empty", key="data.classes")
@@ -127,7 +129,7 @@ def parse_kinetics_csv(csv_path: str | os.PathLike, root: str | os.PathLike | No
     root = Path(root) if root else csv_path.parent
     if not root.is_dir():
         raise ConfigError(f"video root is not a folder: {root}", key="data.root")
-    with open(csv_path, newline="") as f:
+    with io.StringIO(read_text(csv_path, key="data", what="annotation file"), newline="") as f:
         reader = csv.DictReader(f)
         fields = {(k or "").strip() for k in reader.fieldnames or []}
         need = {"label", "youtube_id", "time_start", "time_end"}
@@ -170,7 +172,7 @@ def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike | None
         raise ConfigError(f"annotation file not found: {list_path}")
     root = Path(root) if root else list_path.parent
     items, missing = [], []
-    for n, raw in enumerate(list_path.read_text().splitlines(), 1):
+    for n, raw in enumerate(read_text(list_path, key="data", what="annotation file").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -242,10 +244,10 @@ def read_bad_files(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not p.is_file():
         return []
     out = []
-    for line in p.read_text().splitlines():
+    for line in p.read_bytes().splitlines():  # paths as their bytes (os.fsencode), so any file name round-trips
         if line.strip():
-            path_, _, reason = line.partition("\t")
-            out.append((path_, reason))
+            path_, _, reason = line.partition(b"\t")
+            out.append((os.fsdecode(path_), reason.decode("utf-8", "backslashreplace")))
     return out
 
 
@@ -325,7 +327,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         reason = " ".join(reason.split())
         log.warning("skipping unreadable video %s: %s", path, reason)
         if self.bad_files is not None:
-            line = f"{path}\t{reason}\n".encode()
+            line = os.fsencode(path) + b"\t" + reason.encode("utf-8", "backslashreplace") + b"\n"
             os.makedirs(os.path.dirname(os.path.abspath(self.bad_files)), exist_ok=True)
             fd = os.open(self.bad_files, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -387,6 +389,8 @@ def _annotation(data_cfg, split: str) -> str:
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     ann = getattr(data_cfg, split)
+    if data_cfg.root and not Path(data_cfg.root).is_dir():
+        raise ConfigError(f"data.root: no such folder: {data_cfg.root}", key="data.root")
     if not ann and data_cfg.format == "folder" and data_cfg.root:
         ann = str(Path(data_cfg.root) / split)
     if not ann and data_cfg.format == "kinetics" and data_cfg.root and (Path(data_cfg.root) / f"{split}.csv").is_file():

@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -194,11 +195,13 @@ def make_synthetic_dataset(
     frames: int = 32,
     fps: int = 25,
     workers: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Write the synthetic motion dataset (train + val, Kinetics layout, CSVs, classes.txt) under ``out``.
 
     Args:
-        out: output folder (created; existing files with the same names are overwritten).
+        out: output folder (created). A folder that is not empty is refused (a mix of two datasets would follow)
+            unless ``overwrite``, which deletes its contents first.
         num_classes: take the first ``num_classes`` of :data:`MOTIONS` (ignored if ``motions`` is given).
         motions: explicit list of motion class names.
         per_class: training videos per class.
@@ -208,6 +211,7 @@ def make_synthetic_dataset(
         frames: frames per video.
         fps: frame rate written into the files.
         workers: encoding processes (0 = in this process).
+        overwrite: clear a non-empty ``out`` first.
 
     Returns:
         Summary dict: ``root``, ``classes``, ``train_csv``, ``val_csv``, ``counts`` per split.
@@ -230,6 +234,16 @@ def make_synthetic_dataset(
     if frames < 2:
         raise ValueError(f"frames must be >= 2, got {frames}")
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root}: is a file, expected a folder")
+    if root.is_dir() and any(root.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{root} is not empty; pass --overwrite to delete its contents and write a new dataset")
+        for p in root.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("".join(m + "\n" for m in motions))
     time_end = max(math.ceil(frames / fps), 1)

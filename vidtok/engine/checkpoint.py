@@ -43,6 +43,7 @@ __all__ = [
     "list_checkpoints",
     "load_latest",
     "prune_checkpoints",
+    "file_mode",
     "capture_rng_state",
     "restore_rng_state",
 ]
@@ -68,11 +69,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0o666 & ~umask), as ``open()`` would create it."""
+    try:  # Linux: read it without changing it (os.umask sets and returns; not thread-safe)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return 0o666 & ~old
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` for a temporary file next to ``path``, fsync it, and rename it over ``path``."""
+    """Call ``write(tmp_path)`` for a temporary file next to ``path``, fsync it, and rename it over ``path``.
+
+    The file gets the permissions of any file the user creates (their umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, file_mode())
     os.close(fd)
     try:
         write(tmp)
@@ -235,7 +253,7 @@ def save_checkpoint(
     full["weights_sha256"] = _sha256(wpath)
     atomic_write(spath, lambda tmp: torch.save(full, tmp))
     if keep_last > 0:
-        prune_checkpoints(run_dir, keep_last)
+        prune_checkpoints(run_dir, keep_last, keep=wpath)
     return wpath
 
 
@@ -301,10 +319,14 @@ def load_latest(
     raise CheckpointError(f"{run_dir}: no usable checkpoint ({len(errors)} tried; newest: {errors[0]})")
 
 
-def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` checkpoints (both files). Returns the deleted weights paths."""
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, *, keep: Path | None = None) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints (both files); ``keep`` (the one just written) is never
+    deleted, even when older-named files of higher steps are around. Returns the deleted weights paths."""
     paths = list_checkpoints(run_dir)
-    doomed = paths[: max(0, len(paths) - keep_last)]
+    if keep is not None and Path(keep) in paths:
+        paths.remove(Path(keep))
+        keep_last -= 1
+    doomed = paths[: max(0, len(paths) - max(keep_last, 0))]
     for p in doomed:
         p.with_name(p.name[: -len(".safetensors")] + ".state.pt").unlink(missing_ok=True)
         p.unlink(missing_ok=True)

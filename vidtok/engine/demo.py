@@ -81,6 +81,7 @@ def run_demo(
             frames=spec["frames"],
             seed=0,
             workers=min(2, os.cpu_count() or 1),
+            overwrite=True,  # the demo owns OUT/data; a stale or partial one is written again
         )
         stamp.write_text(repr(sorted(spec.items())))
         echo(f"      {info['counts']['train']} train + {info['counts']['val']} held-out videos")
@@ -92,7 +93,7 @@ def run_demo(
     what = "frames shuffled in time (control)" if shuffle_frames else "on CPU"
     echo(f"[2/3] training {cfg.model.name} {what} -> {run_dir}")
     t1 = time.time()
-    result = train(cfg, run_dir, progress=progress)
+    result = train(cfg, run_dir, progress=progress, overwrite=True)  # the demo owns OUT/run
     times["train"] = time.time() - t1
 
     echo(f"[3/3] evaluating on the held-out videos -> {out / ('eval' + suffix)}")

@@ -69,9 +69,11 @@ def _env_int(name: str, default: int) -> int:
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; otherwise the given device."""
+    from vidtok.config import check_device
+
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    d = torch.device(device)
+    d = torch.device(check_device(device))
     if d.type == "cuda" and d.index is None:
         d = torch.device(f"cuda:{local_rank}")
     if d.type == "cuda" and not torch.cuda.is_available():

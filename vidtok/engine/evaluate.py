@@ -276,7 +276,7 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Load a checkpoint, build its evaluation data (preprocessing from ``model.pretrained_cfg``), evaluate, and
     write the report (``out_dir`` default: ``<checkpoint folder>/eval``). Used by ``vidtok eval``."""
-    from vidtok.config import Config, apply_overrides, config_from_dict, load_config
+    from vidtok.config import Config, apply_overrides, config_from_dict, load_config, validate_config
     from vidtok.data import build_dataset
     from vidtok.engine.distributed import resolve_device
     from vidtok.errors import ConfigError
@@ -306,7 +306,7 @@ def evaluate_checkpoint(
         d.root = root if root is not None else ("" if d.format == "folder" else str(Path(data).parent))
     elif root is not None:
         d.root = root
-    cfg = apply_overrides(cfg, list(overrides)) if overrides else cfg
+    cfg = validate_config(apply_overrides(cfg, list(overrides)) if overrides else cfg)
     if not (cfg.data.val or cfg.data.root):
         raise ConfigError("no evaluation data: pass --data (CSV, list file or class folder)", key="data.val")
     names = list(pc.get("class_names") or [])

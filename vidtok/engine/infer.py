@@ -119,14 +119,20 @@ def load_for_inference(checkpoint: str | os.PathLike | nn.Module) -> tuple[nn.Mo
 
 
 def _resolve_device(device: str) -> torch.device:
+    from vidtok.config import check_device
+
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {device!r}: {e}", key="device") from None
+    dev = torch.device(check_device(device, "--device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device on this machine (use cpu or auto)", key="device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)", key="device"
+        )
+    return dev
 
 
 def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -424,10 +430,38 @@ def _model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _job_record(command: str, model: nn.Module, cfg: dict, **settings: Any) -> dict[str, Any]:
-    """What makes an output's rows comparable: the weights, the preprocessing and the command's settings."""
+def _job_record(command: str, model: nn.Module, cfg: dict, backend: str, **settings: Any) -> dict[str, Any]:
+    """What makes an output's rows comparable: the weights, the preprocessing, the decoder (``auto`` resolved: two
+    decoders may differ in the last bit of a frame) and the command's settings."""
     pre = {k: cfg[k] for k in ("num_frames", "frame_stride", "crop_size", "short_side", "mean", "std") if k in cfg}
-    return {"command": command, "weights_sha256": _model_digest(model), **pre, **settings}
+    return {
+        "command": command,
+        "weights_sha256": _model_digest(model),
+        "backend": backend,
+        **pre,
+        **settings,
+    }
+
+
+def _check_memory(what: str, views: int, num_frames: int, crop: int, short_side: int, batch_size: int) -> None:
+    """Refuse a request whose decoded views alone cannot fit in this machine's memory (before anything decodes).
+
+    A video's views ``(V, 3, T, crop, crop)`` uint8 exist in its worker, in the pipe buffer and in the parent
+    (about 3 copies), next to the decoded frames (at most ``V * T`` frames of ``short_side x 16/9 short_side``)."""
+    per_view = 3 * num_frames * crop * crop
+    frames = min(views, 1 << 16) * num_frames * short_side * (short_side * 16 // 9) * 3
+    need = 3 * views * per_view + frames + 2 * batch_size * per_view * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if need > total:
+        gib = 1 << 30
+        raise ConfigError(
+            f"{what}: one video needs about {need / gib:.0f} GiB for {views} views of {num_frames}x{crop}x{crop} "
+            f"frames; this machine has {total / gib:.0f} GiB of memory: ask for fewer views",
+            key="views",
+        )
 
 
 def _prepare_job(
@@ -446,6 +480,10 @@ def _prepare_job(
 
     ``job()`` gives the record stored beside OUT (``OUT.job.json``); ``--resume`` refuses an output whose record
     differs, so that one output never mixes rows of two checkpoints or view settings."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other (continue the output, or start it again)")
+    if retry_failed and not resume:
+        raise ConfigError("--retry-failed needs --resume (it retries the failed videos of an existing output)")
     files = find_videos(paths, extensions)
     if not files:
         raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {extensions})")
@@ -469,8 +507,21 @@ def _prepare_job(
             write_job(out, record)
     done = writer.done_paths(include_failed=not retry_failed) if resume else set()
     dist.barrier()  # everyone has read the same `done` before anyone appends
-    todo = [p for p in files if p not in done]
+    done_real = {os.path.realpath(p) for p in done}  # the same file under another spelling counts as done
+    todo = [p for p in files if p not in done and os.path.realpath(p) not in done_real]
     return files, todo[dist.rank :: dist.world], len(files) - len(todo), writer
+
+
+def _resolve_backend(backend: str) -> str:
+    """The decoder a job uses (``auto`` resolved), or a one-line error for an unknown or missing one."""
+    from vidtok.io import resolve_backend
+
+    try:
+        return resolve_backend(backend)
+    except ValueError as e:
+        raise ConfigError(f"--backend: {e}", key="backend") from None
+    except ImportError as e:
+        raise VidtokError(f"--backend: {e}") from None
 
 
 def _check_common(batch_size: int, num_workers: int, timeout: float, streams: int | None = None) -> None:
@@ -556,12 +607,21 @@ def classify(
     if not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
     _check_common(batch_size, num_workers, timeout, streams)
+    backend = _resolve_backend(backend)
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
     try:
         model, cfg = load_for_inference(checkpoint)
         clips, crops = parse_views(views) or (cfg["test_clips"], cfg["test_crops"])
+        _check_memory(
+            f"--views {clips}x{crops}",
+            clips * crops,
+            cfg["num_frames"],
+            cfg["crop_size"],
+            cfg["short_side"],
+            batch_size,
+        )
         num_classes = int(getattr(model, "num_classes", 0) or 0)
         names = list(cfg.get("class_names") or [])
         k = min(topk, num_classes) if num_classes else topk
@@ -574,7 +634,7 @@ def classify(
             extensions=extensions,
             make_writer=lambda: ClassifyWriter(out, topk=k, rank=dist.rank, world_size=dist.world),
             dist=dist,
-            job=lambda: _job_record("classify", model, cfg, views=f"{clips}x{crops}", topk=k),
+            job=lambda: _job_record("classify", model, cfg, backend, views=f"{clips}x{crops}", topk=k),
         )
         dev = _resolve_device(device)
         model.to(dev)
@@ -720,11 +780,21 @@ def embed(
         raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
     _check_common(batch_size, num_workers, timeout, streams)
+    backend = _resolve_backend(backend)
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
     try:
         model, cfg = load_for_inference(checkpoint)
+        if per_video:
+            _check_memory(
+                f"--per-video ({cfg['test_clips']} clips)",
+                cfg["test_clips"],
+                cfg["num_frames"],
+                cfg["crop_size"],
+                cfg["short_side"],
+                batch_size,
+            )
         files, todo, skipped, writer = _prepare_job(
             paths,
             out,
@@ -738,6 +808,7 @@ def embed(
                 "embed",
                 model,
                 cfg,
+                backend,
                 window=win_s,
                 hop=hop_s if hop_s is not None else win_s,  # the hop in effect (default: back to back)
                 per_video=per_video,

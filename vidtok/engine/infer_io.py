@@ -5,8 +5,16 @@ a lost node) loses only the videos in flight. Layout for ``--out OUT``::
 
     OUT                      the final output (csv / jsonl / parquet, or npy / safetensors / parquet for embed)
     OUT.parts/rank{r}.*      what rank r has finished and not yet merged (one process: csv / jsonl append to OUT)
-    OUT.job.json             what produced OUT (checkpoint digest, views / windows, preprocessing): ``--resume``
-                             refuses to add rows made another way
+    OUT.job.json             what produced OUT (checkpoint digest, views / windows, preprocessing, decoder):
+                             ``--resume`` refuses to add rows made another way; after a merge also the digest of
+                             OUT and its index, so an index that does not belong to its data is refused
+    OUT.index.csv            (embed .npy / .safetensors) path, clip_start, clip_end, row of every vector
+    OUT.errors.csv           every failed video with its error
+
+Side files are named from OUT's full name (``emb.npy`` -> ``emb.npy.index.csv``), so two outputs in one folder
+never share one. Paths are written as given; one that is not valid UTF-8 (or that starts with ``"``) is written as
+a double-quoted C-style string (``"caf\\xe9.mp4"``: ``\\xHH`` per byte, ``\\\\`` and ``\\"``) and read back to the same
+file. In CSV files a cell starting with ``= + - @``, tab or CR gets a leading ``'`` (no spreadsheet formulas).
 
 At the end, rank 0 merges the existing OUT with every part in a deterministic order (the discovery order of the
 inputs), writes OUT atomically and removes the parts. ``--resume`` reads OUT and the parts (tolerating a truncated
@@ -16,10 +24,12 @@ last line), repairs the part it appends to, and skips every video found there, s
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,11 +51,95 @@ __all__ = [
     "EMBED_FORMATS",
     "check_job",
     "write_job",
+    "encode_path",
+    "decode_path",
+    "csv_cell",
+    "csv_uncell",
+    "output_exists",
 ]
 
 DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 CLASSIFY_FORMATS = ("csv", "jsonl", "parquet")
 EMBED_FORMATS = ("parquet", "npy", "safetensors")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing paths and text losslessly and safely
+
+
+def encode_path(path: str) -> str:
+    """``path`` as written into an output: unchanged, unless it is not valid UTF-8 (a Latin-1 name from an old archive,
+    decoded by Python with surrogate escapes) or starts with ``"``; then a double-quoted C-style string with
+    ``\\xHH`` for each byte that is not UTF-8 and ``\\\\`` / ``\\"`` for backslash and quote. Inverse:
+    :func:`decode_path`."""
+    try:
+        path.encode("utf-8")
+        if not path.startswith('"'):
+            return path
+    except UnicodeEncodeError:
+        pass
+    out = ['"']
+    for ch in os.fsencode(path).decode("utf-8", "surrogateescape"):
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch in '\\"':
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def decode_path(text: str) -> str:
+    """The path :func:`encode_path` wrote (a str that ``open()`` / ``os.fsencode`` map back to the same bytes)."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    raw = bytearray()
+    i, body = 0, text[1:-1]
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and body[i + 1 : i + 2] == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", body[i + 2 : i + 4]):
+            raw.append(int(body[i + 2 : i + 4], 16))
+            i += 4
+        elif ch == "\\" and i + 1 < len(body):
+            raw += body[i + 1].encode("utf-8")
+            i += 2
+        else:
+            raw += ch.encode("utf-8")
+            i += 1
+    return os.fsdecode(bytes(raw))
+
+
+def _text(s: str) -> str:
+    """Free text (an error message naming a non-UTF-8 file) made writable as UTF-8: bad bytes as ``\\xHH``."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_FORMULA = re.compile(r"^'*[=+\-@\t\r]")
+
+
+def csv_cell(s: str) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula: a leading ``'`` before ``= + - @``, tab or CR (and
+    before a cell that already starts with quotes then one of those, so that :func:`csv_uncell` is exact)."""
+    return "'" + s if _FORMULA.match(s) else s
+
+
+def csv_uncell(s: str) -> str:
+    return s[1:] if s.startswith("'") and _FORMULA.match(s) else s
+
+
+def _path_cell(path: str) -> str:
+    return csv_cell(encode_path(path))
+
+
+def _cell_path(cell: str) -> str:
+    return decode_path(csv_uncell(cell))
+
+
+def output_exists(out: str | os.PathLike) -> bool:
+    """Whether ``out`` (or unmerged parts of it) exists: writing it needs ``--resume`` or ``--overwrite``."""
+    out = Path(out)
+    return out.exists() or _parts_dir(out).exists()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -68,7 +162,8 @@ def find_videos(paths: str | os.PathLike | Sequence[str | os.PathLike], extensio
 
     A folder is searched recursively for files whose extension (case-insensitive) is in ``extensions``, sorted by
     name at every level. A file named directly is taken whatever its extension (a bad one becomes an error row),
-    and ``@list.txt`` reads one path per line. Duplicates are dropped, keeping the first.
+    and ``@list.txt`` reads one path per line. The same file named twice (``x.mp4``, ``./x.mp4``, ``A/../A/x.mp4``,
+    a symlink) is taken once, under the spelling met first.
 
     Raises:
         VidtokError: a path does not exist.
@@ -80,8 +175,9 @@ def find_videos(paths: str | os.PathLike | Sequence[str | os.PathLike], extensio
     seen: set[str] = set()
 
     def add(p: str) -> None:
-        if p not in seen:
-            seen.add(p)
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
             out.append(p)
 
     for raw in paths:
@@ -90,7 +186,7 @@ def find_videos(paths: str | os.PathLike | Sequence[str | os.PathLike], extensio
             listing = Path(raw[1:])
             if not listing.is_file():
                 raise VidtokError(f"{listing}: list file not found")
-            for line in listing.read_text().splitlines():
+            for line in os.fsdecode(listing.read_bytes()).splitlines():
                 if line.strip() and not line.lstrip().startswith("#"):
                     add(line.strip())
             continue
@@ -128,7 +224,8 @@ def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
         except ValueError:
             dirty = True
             continue
-        if isinstance(rec, dict) and "path" in rec:
+        if isinstance(rec, dict) and isinstance(rec.get("path"), str):
+            rec["path"] = decode_path(rec["path"])
             rows.append(rec)
         else:
             dirty = True
@@ -183,8 +280,65 @@ def check_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
             )
 
 
+def _read_job(out: Path) -> dict[str, Any]:
+    try:
+        rec = json.loads(job_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
 def write_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
-    _write_atomic(job_path(Path(out)), lambda tmp: tmp.write_text(json.dumps(job, indent=1, sort_keys=True) + "\n"))
+    """Write ``OUT.job.json`` (keeping the digest of a merged output already recorded there)."""
+    job = dict(job)
+    old = _read_job(Path(out))
+    if "output" in old and "output" not in job:
+        job["output"] = old["output"]
+    text = json.dumps(job, indent=1, sort_keys=True) + "\n"
+    _write_atomic(job_path(Path(out)), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _digest(path: Path, whole: bool) -> str:
+    """sha256 of a file (``whole=False``: its size and first / last 64 KiB, cheap for GB-sized vector files)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    k = 1 << 16
+    with open(path, "rb") as f:
+        if whole or size <= 2 * k:
+            for chunk in iter(lambda: f.read(k), b""):
+                h.update(chunk)
+        else:
+            h.update(f.read(k))
+            f.seek(size - k)
+            h.update(f.read(k))
+    return h.hexdigest()[:32]
+
+
+def _record_output(out: Path, rows: int, index: Path | None) -> None:
+    """After a merge: record which data file and which index belong together in ``OUT.job.json``."""
+    rec = _read_job(out)
+    rec["output"] = {"rows": rows, "data": _digest(out, whole=False)}
+    if index is not None:
+        rec["output"]["index"] = _digest(index, whole=True)
+    text = json.dumps(rec, indent=1, sort_keys=True) + "\n"
+    _write_atomic(job_path(out), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _check_output(out: Path, rows: int, index: Path) -> None:
+    """Refuse an index that does not belong to its vectors (another run's, or a replaced data file)."""
+    rec = _read_job(out).get("output")
+    if not isinstance(rec, dict):
+        return
+    if rec.get("rows") != rows or rec.get("data") != _digest(out, whole=False):
+        raise VidtokError(
+            f"{out}: the file is not the one recorded in {job_path(out).name} (replaced or changed after it was "
+            "written); its index cannot be trusted: write it again with --overwrite"
+        )
+    if "index" in rec and rec["index"] != _digest(index, whole=True):
+        raise VidtokError(
+            f"{index}: does not belong to {out.name} (another run wrote it); write the output again with --overwrite"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -205,14 +359,14 @@ def _csv_header(topk: int) -> list[str]:
 
 def _row_to_csv(row: dict, topk: int) -> list[str]:
     dur = row.get("duration")
-    out = [row["path"], row["status"], "" if dur is None else f"{dur:.3f}", str(row.get("views", 0))]
+    out = [_path_cell(row["path"]), row["status"], "" if dur is None else f"{dur:.3f}", str(row.get("views", 0))]
     labels, probs, idx = row.get("labels") or [], row.get("probs") or [], row.get("indices") or []
     for i in range(topk):
         if i < len(labels):
-            out += [labels[i], f"{probs[i]:.6f}", str(idx[i])]
+            out += [csv_cell(_text(labels[i])), f"{probs[i]:.6f}", str(idx[i])]
         else:
             out += ["", "", ""]
-    return [*out, row.get("error") or ""]
+    return [*out, csv_cell(_text(row.get("error") or ""))]
 
 
 def _csv_to_row(rec: dict) -> dict:
@@ -220,15 +374,15 @@ def _csv_to_row(rec: dict) -> dict:
     i = 1
     while f"label_{i}" in rec:
         if rec[f"label_{i}"] != "" or rec.get(f"prob_{i}", "") != "":
-            labels.append(rec[f"label_{i}"])
+            labels.append(csv_uncell(rec[f"label_{i}"]))
             probs.append(float(rec[f"prob_{i}"]))
             idx.append(int(rec[f"index_{i}"]) if rec.get(f"index_{i}", "") != "" else -1)
         i += 1
     dur = rec.get("duration", "")
     return {
-        "path": rec["path"],
+        "path": _cell_path(rec["path"]),
         "status": rec["status"],
-        "error": rec.get("error", "") or "",
+        "error": csv_uncell(rec.get("error", "") or ""),
         "duration": float(dur) if dur not in ("", None) else None,
         "views": int(rec.get("views") or 0),
         "labels": labels,
@@ -242,7 +396,7 @@ def _read_csv_rows(path: Path) -> tuple[list[dict], bool]:
         return [], False
     data = path.read_bytes()
     dirty = not data.endswith(b"\n") and len(data) > 0
-    text = data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace")
+    text = data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace")  # everything vidtok writes is UTF-8
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -270,6 +424,7 @@ def _read_parquet_rows(path: Path) -> list[dict]:
         raise VidtokError(f"{path}: cannot read parquet output ({e}); move it away or pass --overwrite") from e
     rows = table.to_pylist()
     for r in rows:
+        r["path"] = decode_path(r["path"])
         r["error"] = r.get("error") or ""
     return rows
 
@@ -360,7 +515,7 @@ class ClassifyWriter:
 
     # -- set-up ------------------------------------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self.out is not None and (self.out.exists() or _parts_dir(self.out).exists())
+        return self.out is not None and output_exists(self.out)
 
     def remove(self) -> None:
         if self.out is None:
@@ -390,7 +545,7 @@ class ClassifyWriter:
 
     # -- writing -----------------------------------------------------------------------------------------------------
     def _write_rows(self, path: Path, rows: list[dict], csv_format: bool) -> None:
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8") as f:
             if csv_format:
                 w = csv.writer(f, lineterminator="\n")
                 w.writerow(_csv_header(self.topk))
@@ -398,12 +553,12 @@ class ClassifyWriter:
                     w.writerow(_row_to_csv(r, self.topk))
             else:
                 for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                    f.write(_json_row(r))
 
     def _open(self) -> None:
         self.part.parent.mkdir(parents=True, exist_ok=True)
         new = not self.part.exists() or self.part.stat().st_size == 0
-        self._fh = open(self.part, "a", newline="")  # noqa: SIM115 (kept open across rows)
+        self._fh = open(self.part, "a", newline="", encoding="utf-8")  # noqa: SIM115 (kept open across rows)
         if new and self.part.suffix == ".csv":
             csv.writer(self._fh, lineterminator="\n").writerow(_csv_header(self.topk))
             self._fh.flush()
@@ -419,7 +574,7 @@ class ClassifyWriter:
             csv.writer(buf, lineterminator="\n").writerow(_row_to_csv(row, self.topk))
             line = buf.getvalue()
         else:
-            line = json.dumps(row, ensure_ascii=False) + "\n"
+            line = _json_row(row)
         self._fh.write(line)  # one write per row: a crash leaves at most one partial line
         self._fh.flush()
 
@@ -452,6 +607,8 @@ class ClassifyWriter:
                 ]
             )
             cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+            cols["path"] = [encode_path(p) for p in cols["path"]]
+            cols["error"] = [_text(e or "") for e in cols["error"]]
             table = pa.table(cols, schema=schema)
             _write_atomic(self.out, lambda tmp: pq.write_table(table, tmp))
         else:
@@ -460,6 +617,12 @@ class ClassifyWriter:
         shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
         _fsync_dir(self.out.parent)
         return rows
+
+
+def _json_row(row: dict) -> str:
+    """One JSON line of a classify row (paths as :func:`encode_path` writes them; readable UTF-8 otherwise)."""
+    rec = dict(row, path=encode_path(row["path"]), error=_text(row.get("error") or ""))
+    return json.dumps(rec, ensure_ascii=False) + "\n"
 
 
 def _errors_path(out: Path) -> Path:
@@ -475,11 +638,11 @@ def _write_errors(out: Path, rows: Iterable[dict]) -> Path | None:
         return None
 
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["path", "error"])
             for r in bad:
-                w.writerow([r["path"], r.get("error", "")])
+                w.writerow([_path_cell(r["path"]), csv_cell(_text(r.get("error") or ""))])
 
     _write_atomic(path, write)
     return path
@@ -501,11 +664,11 @@ _PARQUET_GROUP_BYTES = 64 << 20  # parquet: one row group per ~64 MB of vectors
 
 
 def _index_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".index.csv")
+    return out.with_name(out.name + ".index.csv")
 
 
 def _tokens_npy_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".tokens.npy")
+    return out.with_name(out.name + ".tokens.npy")
 
 
 class _EmbedPart:
@@ -633,7 +796,7 @@ class _FinalEmbed:
             self._pf = pf = pq.ParquetFile(out)
             t = pf.read(columns=["path", "clip_start", "clip_end"])
             index = zip(
-                t.column("path").to_pylist(),
+                [decode_path(p) for p in t.column("path").to_pylist()],
                 t.column("clip_start").to_pylist(),
                 t.column("clip_end").to_pylist(),
                 strict=True,
@@ -660,8 +823,11 @@ class _FinalEmbed:
             index = []
             ip = _index_path(out)
             if ip.exists():
-                with open(ip, newline="") as f:
-                    index = [(r["path"], float(r["clip_start"]), float(r["clip_end"])) for r in csv.DictReader(f)]
+                with open(ip, newline="", encoding="utf-8") as f:
+                    index = [
+                        (_cell_path(r["path"]), float(r["clip_start"]), float(r["clip_end"])) for r in csv.DictReader(f)
+                    ]
+                _check_output(out, self.n_rows, ip)
         row = -1
         for row, (path, s, e) in enumerate(index):  # consecutive rows of one path = one video
             if self.videos and self.videos[-1]["path"] == path:
@@ -673,9 +839,10 @@ class _FinalEmbed:
             raise VidtokError(f"{out}: index has {row + 1} rows but there are {self.n_rows} vectors")
         ep = _errors_path(out)
         if ep.exists():
-            with open(ep, newline="") as f:
+            with open(ep, newline="", encoding="utf-8") as f:
                 for rec in csv.DictReader(f):
-                    self.videos.append({"path": rec["path"], "status": "error", "error": rec["error"], "clips": []})
+                    err = csv_uncell(rec["error"])
+                    self.videos.append({"path": _cell_path(rec["path"]), "status": "error", "error": err, "clips": []})
 
     def rows(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Vectors (and tokens) of rows ``start .. start + n``."""
@@ -837,7 +1004,7 @@ class _ArraySink:
                 tensors["tokens"] = (dt, shape_t)
             maps = _safetensors_allocate(tmp, tensors, {"format": "vidtok-embeddings", "index": _index_path(out).name})
             self.vec, self.tok = maps["embeddings"], maps.get("tokens")
-        self._index = open(self._tmp(_index_path(out)), "w", newline="")  # noqa: SIM115 (closed in commit)
+        self._index = open(self._tmp(_index_path(out)), "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._index, lineterminator="\n")
         self._csv.writerow(["path", "clip_start", "clip_end", "row"])
 
@@ -859,7 +1026,7 @@ class _ArraySink:
         if self.tok is not None:
             self.tok[r : r + k] = tok
         for i, (s, e) in enumerate(rec["clips"]):
-            self._csv.writerow([rec["path"], f"{float(s):.3f}", f"{float(e):.3f}", r + i])
+            self._csv.writerow([_path_cell(rec["path"]), f"{float(s):.3f}", f"{float(e):.3f}", r + i])
         self.row += k
 
     def commit(self) -> None:
@@ -873,6 +1040,7 @@ class _ArraySink:
             os.replace(tmp, dst)
         if self.fmt == "npy" and not had_tokens:  # no stale tokens beside an output without them
             _tokens_npy_path(self.out).unlink(missing_ok=True)
+        _record_output(self.out, self.row, _index_path(self.out))
 
 
 class _ParquetSink:
@@ -916,7 +1084,7 @@ class _ParquetSink:
         paths, starts, ends, rows = [], [], [], []
         for rec, _, _ in self._buf:
             for s, e in rec["clips"]:
-                paths.append(rec["path"])
+                paths.append(encode_path(rec["path"]))
                 starts.append(float(s))
                 ends.append(float(e))
                 rows.append(self.row)
@@ -960,7 +1128,7 @@ class EmbedWriter:
             self.part = _EmbedPart(_parts_dir(self.out) / f"rank{rank}.videos.jsonl")
 
     def exists(self) -> bool:
-        return self.out is not None and (self.out.exists() or _parts_dir(self.out).exists())
+        return self.out is not None and output_exists(self.out)
 
     def remove(self) -> None:
         if self.out is None:

@@ -149,20 +149,44 @@ def _load_hook():
     return getattr(importlib.import_module(mod), fn)
 
 
-def _worker_main(task_conn, result_conn, spec: ViewSpec) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel sends SIGKILL to this worker when the process that started it dies (``kill -9``, the OOM
+    killer), so no orphan keeps memory or the parent's stdout. Elsewhere the worker loop's parent-pid check does."""
     import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no prctl (unusual libc)
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(0)
+
+
+def _worker_main(task_conn, result_conn, spec: ViewSpec, parent_pid: int | None = None) -> None:
+    import signal
+
+    # Ctrl-C and SIGTERM reach the whole process group: the parent handles them (and stops us); a worker dying of
+    # one would be reported as a crash and its file recorded as failed instead of being left for --resume.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent_pid = parent_pid if parent_pid is not None else os.getppid()
+    _die_with_parent(parent_pid)
 
     import torch
 
-    # Ctrl-C reaches the whole process group: the parent handles it (and kills us); a worker dying of it would be
-    # reported as a crash and its file recorded as failed instead of being left for --resume.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # parallelism comes from the number of workers
     hook = _load_hook()
     from vidtok.errors import VideoDecodeError
 
     while True:
         try:
+            while not task_conn.poll(1.0):  # forked siblings hold copies of our pipe: EOF alone is not enough
+                if os.getppid() != parent_pid:
+                    return
             msg = task_conn.recv()
         except (EOFError, OSError):
             return
@@ -247,7 +271,7 @@ class DecodePool:
     def _spawn(self, ctx) -> _Worker:
         task_r, task_w = ctx.Pipe(duplex=False)
         res_r, res_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(task_r, res_w, self.spec), daemon=True)
+        proc = ctx.Process(target=_worker_main, args=(task_r, res_w, self.spec, os.getpid()), daemon=True)
         proc.start()
         task_r.close()  # the parent keeps only its ends, so a dead worker reads as EOF
         res_w.close()

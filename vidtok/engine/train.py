@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtok.config import Config, config_to_dict, dump_config
+from vidtok.config import Config, check_config_paths, config_to_dict, dump_config, validate_config
 from vidtok.engine import checkpoint as ckpt
 from vidtok.engine.distributed import (
     DistInfo,
@@ -45,6 +45,7 @@ from vidtok.engine.distributed import (
     init_distributed,
 )
 from vidtok.engine.optim import build_optimizer, cosine_lr, set_lr
+from vidtok.engine.run_dir import check_run_dir, clear_run, remove_stale_tmp
 from vidtok.errors import CheckpointError, ConfigError, VidtokError
 from vidtok.logs import Progress, get_logger
 
@@ -260,6 +261,32 @@ def init_from_checkpoint(model: nn.Module, path: str, *, reinit_head: bool, log:
     )
 
 
+def _check_resume_compatible(path: Path, state: dict, cfg: Config, model: nn.Module, tensors: dict) -> None:
+    """One line naming the config keys (and tensors) that differ when the model to resume is not the one saved."""
+    try:
+        old = json.loads(state.get("config") or "{}")
+    except ValueError:
+        old = {}
+    new = config_to_dict(cfg)
+    keys = [("model", k) for k in new["model"]] + [("data", k) for k in ("num_frames", "crop_size")]
+    diffs = [
+        f"{sec}.{k}: {old[sec][k]!r} -> {new[sec][k]!r}"
+        for sec, k in keys
+        if sec in old and k in old[sec] and old[sec][k] != new[sec][k]
+    ]
+    own = model.state_dict()
+    bad = [k for k in own if k not in tensors or tuple(tensors[k].shape) != tuple(own[k].shape)]
+    bad += [k for k in tensors if k not in own]
+    if not bad:
+        return
+    what = "; ".join(diffs) if diffs else f"{len(bad)} tensors differ (e.g. {', '.join(bad[:3])})"
+    raise ConfigError(
+        f"--resume: {path.name} was saved from another model or shape ({what}); resume with the run's config.yaml, "
+        "or start a new run (--out elsewhere or --overwrite)",
+        key="model",
+    )
+
+
 def _pretrained_cfg(cfg: Config, class_names: list[str]) -> dict:
     d = cfg.data
     return {
@@ -304,6 +331,7 @@ def train(
     out_dir: str | os.PathLike,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     model: nn.Module | None = None,
     train_dataset=None,
     val_dataset=None,
@@ -316,7 +344,10 @@ def train(
     Args:
         cfg: the run config (``cfg.train`` drives the loop; ``cfg.data`` the loader; ``cfg.model`` the model).
         out_dir: run folder: ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``model.safetensors``.
-        resume: continue from the newest good checkpoint in ``out_dir`` (corrupt ones are skipped).
+        resume: continue from the newest good checkpoint in ``out_dir`` (corrupt ones are skipped). The config may
+            not change the model or its tensor shapes (a one-line error names the keys that differ).
+        overwrite: ``out_dir`` holds a run: delete its files first. Without ``resume`` or ``overwrite`` a folder
+            holding a run is refused (see :mod:`vidtok.engine.run_dir`).
         model: use this module instead of building ``cfg.model`` (tests, custom architectures).
         train_dataset, val_dataset: use these map-style datasets instead of building them from ``cfg.data``;
             items are dicts with ``video`` and ``label``; ``class_names`` is read from the training set if present.
@@ -335,11 +366,10 @@ def train(
         CheckpointError: ``resume`` without a usable checkpoint, or a bad ``--init`` file.
     """
     t_start = time.time()
-    tc = cfg.train
-    if tc.amp not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"train.amp: expected none | bf16 | fp16, got {tc.amp!r}", key="train.amp")
-    if tc.accum_steps < 1:
-        raise ConfigError(f"train.accum_steps must be >= 1, got {tc.accum_steps}", key="train.accum_steps")
+    tc = validate_config(cfg).train
+    check_run_dir(out_dir, resume=resume, overwrite=overwrite)  # every rank looks before rank 0 writes (below)
+    if train_dataset is None:
+        check_config_paths(cfg)
     dist_info: DistInfo = init_distributed(tc.device)
     device = dist_info.device
     if tc.amp == "fp16" and device.type != "cuda":
@@ -353,8 +383,13 @@ def train(
             if main:
                 _logger.info(msg)
 
+    barrier()
     if main:
+        if overwrite:
+            clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_tmp(run_dir):
+            log(f"removed {p.name} (left by an interrupted checkpoint write)")
 
     # ---- state from a previous run (read first: it carries the config the run was started with) ----
     resumed = None
@@ -437,6 +472,7 @@ def train(
     step, epoch, step_in_epoch = 0, 0, 0
     if resumed is not None:
         _, tensors, state = resumed
+        _check_resume_compatible(resumed[0], state, cfg, model, tensors)
         model.load_state_dict(tensors)
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):

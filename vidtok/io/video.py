@@ -234,6 +234,15 @@ def _check_path(path: str) -> None:
         raise VideoDecodeError(path, f"cannot access: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
         raise VideoDecodeError(path, "is a directory, not a video file")
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; /dev/zero never ends
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+        )
+        raise VideoDecodeError(path, f"is {kind}, not a regular video file")
     if st.st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
 

@@ -205,6 +205,16 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{path}: folder has neither model.safetensors nor checkpoints/*.safetensors")
 
 
+def read_header_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, or ``{}`` when ``path`` is not a readable safetensors file."""
+    try:
+        header = _read_header(Path(path))
+    except (CheckpointError, OSError):
+        return {}
+    meta = header.get("__metadata__")
+    return meta if isinstance(meta, dict) else {}
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     """Parse and check the safetensors header ourselves, for messages that say what is wrong."""
     size = path.stat().st_size
@@ -299,9 +309,39 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         The model; ``model.pretrained_cfg`` holds mean, std, num_frames, frame_stride, crop_size, short_side,
         test_clips, test_crops and class_names; ``model.checkpoint_config`` the stored run config (or None).
 
+    A run folder whose newest file is unusable (truncated by a kill, corrupt) falls back to the previous one with a
+    warning, as ``vidtok train --resume`` does.
+
     Raises:
-        CheckpointError: naming the file and what is wrong with it.
+        CheckpointError: naming the file and what is wrong with it (for a run folder: when none of its files loads).
     """
+    p = Path(path)
+    if not p.is_dir():
+        return _load_model_file(p, device)
+    candidates = [p / "model.safetensors"] if (p / "model.safetensors").is_file() else []
+    ckpts = sorted(
+        (c for c in (p / "checkpoints").glob("*.safetensors") if not c.name.startswith(".")),
+        key=lambda c: (c.stat().st_mtime, c.name),
+    )
+    candidates += ckpts[::-1]
+    if not candidates:
+        resolve_checkpoint_path(p)  # raises the one-line "neither model.safetensors nor checkpoints" error
+    errors: list[str] = []
+    for c in candidates:
+        try:
+            model = _load_model_file(c, device)
+        except CheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            import warnings
+
+            warnings.warn(f"{errors[0]}; loaded {c} instead", RuntimeWarning, stacklevel=2)
+        return model
+    raise CheckpointError(f"{p}: no usable checkpoint ({len(errors)} tried; newest: {errors[0]})")
+
+
+def _load_model_file(path: Path, device: str | torch.device) -> nn.Module:
     from vidtok.models import create_model
 
     state, meta = read_checkpoint(path)
