@@ -203,12 +203,8 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
             import difflib
 
             near = difflib.get_close_matches(name, list_models(), n=3)
-            hint = (
-                f"; did you mean {', '.join(near)}?"
-                if near
-                else "; `vidtok info` without --model lists none, see vidtok.list_models()"
-            )
-            raise ConfigError(f"--model {name!r}: no such model{hint}", key="model.name")
+            hint = f"did you mean {', '.join(near)}?" if near else f"known: {', '.join(list_models())}"
+            raise ConfigError(f"--model {name!r}: no such model; {hint}", key="model.name")
 
     rows = [("vidtok", __version__), ("python", sys.version.split()[0])]
     for dist in ("torch", "torchvision", "av", "decord", "torchcodec", "triton", "transformers"):
@@ -289,12 +285,10 @@ def viz(
       vidtok viz clip.mp4 -c runs/demo -o overlay.gif --mode argmax
       vidtok viz clip.mp4 -c vivit_b16x2.safetensors -o attn.mp4 --mode cls
     """
+    from vidtok.engine.distributed import resolve_device
     from vidtok.viz.attention import visualize
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device, key="--device"))
     view = visualize(
         video,
         checkpoint,

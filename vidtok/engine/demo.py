@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vidtok.config import Config, apply_overrides, load_config
+from vidtok.config import Config, apply_overrides, load_config, validate_config
 
 __all__ = ["DEMO_RECIPE", "demo_config", "run_demo"]
 
@@ -29,7 +29,7 @@ def demo_config(data_root: str | os.PathLike, overrides: list[str] | tuple[str, 
     """The demo recipe with ``data.root`` set (``overrides`` on top)."""
     cfg = load_config(DEMO_RECIPE)
     cfg.data.root = str(data_root)
-    return apply_overrides(cfg, list(overrides)) if overrides else cfg
+    return validate_config(apply_overrides(cfg, list(overrides)) if overrides else cfg)
 
 
 def run_demo(

@@ -67,19 +67,27 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; otherwise the given device."""
+def resolve_device(device: str, local_rank: int = 0, *, key: str = "train.device") -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; otherwise the given device, checked
+    (one-line :class:`~vidtok.errors.ConfigError` naming ``key`` for an unknown or absent device)."""
     from vidtok.config import check_device
+    from vidtok.errors import ConfigError
 
     if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    d = torch.device(check_device(device))
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
+        return torch.device("cpu")
+    d = torch.device(check_device(device, key))
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: '{device}' requested but this machine has no CUDA device (use cpu or auto)", key=key)
     if d.type == "cuda" and d.index is None:
         d = torch.device(f"cuda:{local_rank}")
-    if d.type == "cuda" and not torch.cuda.is_available():
-        from vidtok.errors import ConfigError
-
-        raise ConfigError(f"train.device: '{device}' requested but CUDA is not available", key="train.device")
+    if d.type == "cuda" and d.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{key}: '{device}' requested but there are {torch.cuda.device_count()} CUDA devices", key=key
+        )
+    if d.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"{key}: '{device}' requested but MPS is not available", key=key)
     return d
 
 

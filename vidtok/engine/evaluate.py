@@ -251,8 +251,9 @@ def _guess_format(path: str) -> str:
     if p.is_dir():
         return "folder"
     if p.suffix.lower() == ".csv":
-        with open(p, newline="") as f:
-            head = f.readline().lower()
+        from vidtok.config import read_text
+
+        head = read_text(p, key="data", what="annotation file").split("\n", 1)[0].lower()
         if "youtube_id" in head:
             return "kinetics"
     return "list"
@@ -284,7 +285,7 @@ def evaluate_checkpoint(
     from vidtok.models.hub import resolve_checkpoint_path
 
     ckpt_path = resolve_checkpoint_path(checkpoint)
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="--device")
     model = load_model(ckpt_path, device=dev)
     pc = model.pretrained_cfg
     if config_path is not None:

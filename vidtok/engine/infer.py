@@ -119,20 +119,9 @@ def load_for_inference(checkpoint: str | os.PathLike | nn.Module) -> tuple[nn.Mo
 
 
 def _resolve_device(device: str) -> torch.device:
-    from vidtok.config import check_device
+    from vidtok.engine.distributed import resolve_device
 
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        return torch.device("cpu")
-    dev = torch.device(check_device(device, "--device"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device on this machine (use cpu or auto)", key="device")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)", key="device"
-        )
-    return dev
+    return resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), key="--device")
 
 
 def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -608,6 +597,7 @@ def classify(
         raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
     _check_common(batch_size, num_workers, timeout, streams)
     backend = _resolve_backend(backend)
+    dev = _resolve_device(device)
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
@@ -636,7 +626,6 @@ def classify(
             dist=dist,
             job=lambda: _job_record("classify", model, cfg, backend, views=f"{clips}x{crops}", topk=k),
         )
-        dev = _resolve_device(device)
         model.to(dev)
         amp_dtype = _resolve_amp(amp, dev)
         norm = _normalizer(cfg, dev)
@@ -781,6 +770,7 @@ def embed(
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
     _check_common(batch_size, num_workers, timeout, streams)
     backend = _resolve_backend(backend)
+    dev = _resolve_device(device)
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
@@ -818,7 +808,6 @@ def embed(
                 tokens=tokens,
             ),
         )
-        dev = _resolve_device(device)
         model.to(dev)
         amp_dtype = _resolve_amp(amp, dev)
         norm = _normalizer(cfg, dev)
