@@ -116,8 +116,8 @@ class DataConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     hflip: bool = True  # off for datasets where left/right carries the label (e.g. synthetic motion direction)
     randaugment: bool = False  # RandAugment on training clips (same op for every frame of a clip)
-    randaugment_ops: int = 2  # data engineer: RandAugment num_ops (VideoMAE / timm rand-m7-n4 style recipes vary it)
-    randaugment_magnitude: int = 9  # data engineer: RandAugment magnitude, of 31 bins
+    randaugment_ops: int = 2  # RandAugment num_ops (VideoMAE / timm rand-m7-n4 style recipes vary it)
+    randaugment_magnitude: int = 9  # RandAugment magnitude, of 31 bins
     test_clips: int = 4  # multi-view testing: uniform temporal views (ViViT uses 4, TokShift 10)
     test_crops: int = 1  # 1 = centre crop, 3 = three spatial crops
     batch_size: int = 8  # per process
@@ -156,7 +156,7 @@ class TrainConfig:
     ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at each epoch end)
     keep_last: int = 3  # checkpoints kept in the run folder
     compile: bool = False  # torch.compile the model
-    # added by the training engineer: control experiment that permutes the frames of every clip (train and eval),
+    # control experiment that permutes the frames of every clip (train and eval),
     # destroying motion while keeping appearance; a model that uses motion drops to chance with it
     shuffle_frames: bool = False
 
