@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from tests.videos import FIXTURES, STREAM_CLASS_FIXTURES, backend_params, decode_all
 from vidtok.data.samplers import uniform_clips
@@ -260,3 +261,35 @@ def test_leading_picture_count_from_the_packets(video_fixture):
             assert r.leading_pictures == 0
         finally:
             r.close()
+
+
+def test_stream_choice_reaches_datasets_and_inference(video_fixture):
+    """``data.stream`` (config) -> VideoClipDataset, and ``--video-stream`` (classify / embed) -> ViewSpec: both
+    read the chosen stream."""
+    from vidtok.config import load_config
+    from vidtok.data.datasets import VideoClipDataset
+    from vidtok.engine.infer_workers import ViewSpec, prepare_views
+
+    path, _ = video_fixture("two_streams")
+    assert load_config("vidtok_ti", ["data.stream=1"]).data.stream == 1
+    for stream, (n, h, w) in enumerate([(20, 48, 64), (30, 64, 96)]):
+        ds = VideoClipDataset(
+            samples=[(str(path), 0)],
+            class_names=["a"],
+            train=False,
+            transform=None,
+            num_frames=4,
+            test_clips=2,
+            stream=stream,
+        )
+        item = ds.load(0, torch.Generator().manual_seed(0))
+        clips = uniform_clips(n, 1.0, clip_len=4, frame_stride=2, num_clips=2)
+        want = oracle(path, stream)[torch.cat([c.indices for c in clips]).numpy()].reshape(2, 4, h, w, 3)
+        assert np.array_equal(item["video"].numpy(), want)
+        spec = ViewSpec(
+            mode="uniform", num_frames=4, frame_stride=2, crop_size=32, short_side=40, clips=2, stream=stream
+        )
+        info, views = prepare_views(str(path), spec)
+        assert info["num_frames"] == n and views.shape == (2, 3, 4, 32, 32)
+    with pytest.raises(ValueError, match="stream >= 0"):
+        VideoClipDataset(samples=[], class_names=["a"], train=False, transform=None, stream=-1)

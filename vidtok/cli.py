@@ -511,6 +511,14 @@ def _infer_options(f):
             ),
             click.option("--backend", type=_BACKEND, default="auto", show_default=True, help="Video decoder."),
             click.option(
+                "--video-stream",
+                "stream",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="Video stream of each file, counted among its video streams (0 = the first).",
+            ),
+            click.option(
                 "--ext",
                 "extensions",
                 default="mp4,avi,mkv,webm,mov,m4v,mpg,mpeg,flv,wmv,3gp,ts",

@@ -107,6 +107,7 @@ class DataConfig:
     val: str = ""  # held-out annotations, same format
     classes: str = ""  # class list file or k400 | k600 | k700; empty: derived from the training data
     backend: str = "auto"  # video decoder: auto | torchcodec | decord | pyav
+    stream: int = 0  # which video stream of each file, counted among its video streams (0 = the first)
     num_frames: int = 16  # frames per clip
     frame_stride: int = 2  # take every 2nd frame: 16 frames cover ~1.3 s at 25 fps
     crop_size: int = 224  # spatial crop fed to the model

@@ -289,15 +289,16 @@ class VideoClipDataset(torch.utils.data.Dataset):
         test_clips: int = 1,
         repeated_aug: int = 1,
         backend: str = "auto",
+        stream: int = 0,
         max_retries: int = 10,
         seed: int = 0,
         bad_files: str | os.PathLike | None = None,
         missing: Sequence[str] = (),
     ):
-        if num_frames < 1 or frame_stride < 1 or test_clips < 1 or repeated_aug < 1 or max_retries < 0:
+        if num_frames < 1 or frame_stride < 1 or test_clips < 1 or repeated_aug < 1 or max_retries < 0 or stream < 0:
             raise ValueError(
-                f"need num_frames, frame_stride, test_clips, repeated_aug >= 1 and max_retries >= 0; got "
-                f"{num_frames}, {frame_stride}, {test_clips}, {repeated_aug}, {max_retries}"
+                f"need num_frames, frame_stride, test_clips, repeated_aug >= 1 and max_retries, stream >= 0; got "
+                f"{num_frames}, {frame_stride}, {test_clips}, {repeated_aug}, {max_retries}, {stream}"
             )
         self.samples = list(samples)
         self.class_names = list(class_names)
@@ -306,6 +307,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         self.num_frames, self.frame_stride = num_frames, frame_stride
         self.test_clips, self.repeated_aug = test_clips, repeated_aug
         self.backend = backend
+        self.stream = stream
         self.max_retries = max_retries
         self.seed = seed
         self.bad_files = str(bad_files) if bad_files is not None else None
@@ -340,7 +342,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         from vidtok.io import open_video
 
         path, label = self.samples[index]
-        with open_video(path, self.backend) as video:
+        with open_video(path, self.backend, stream=self.stream) as video:
             meta = video.metadata
             fps = meta.fps if meta.fps and meta.fps > 0 else 25.0
             n = meta.num_frames
@@ -478,6 +480,7 @@ def build_dataset(
         test_clips=data_cfg.test_clips,
         repeated_aug=data_cfg.repeated_aug if train else 1,
         backend=data_cfg.backend,
+        stream=data_cfg.stream,
         max_retries=data_cfg.max_retries,
         seed=seed,
         bad_files=bad_files,

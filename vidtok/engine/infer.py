@@ -560,6 +560,7 @@ def classify(
     device: str = "auto",
     amp: str = "auto",
     backend: str = "auto",
+    stream: int = 0,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     streams: int | None = None,
     verbose: bool = False,
@@ -581,6 +582,7 @@ def classify(
         device: ``auto`` (this rank's GPU if any, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``none``, ``bf16``, ``fp16``.
         backend: video decoder (see ``vidtok.io.available_backends()``).
+        stream: which video stream of each file, counted among its video streams (0 = the first).
         extensions: video file extensions searched for in folders.
         streams: on CPU, model calls run side by side on parts of each batch (None: one per core; see
             :func:`cpu_streams`). Ignored on CUDA.
@@ -638,6 +640,7 @@ def classify(
             clips=clips,
             crops=crops,
             backend=backend,
+            stream=stream,
         )
 
         @torch.inference_mode()
@@ -731,6 +734,7 @@ def embed(
     device: str = "auto",
     amp: str = "auto",
     backend: str = "auto",
+    stream: int = 0,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     streams: int | None = None,
     verbose: bool = False,
@@ -822,6 +826,7 @@ def embed(
             window=win_s,
             hop=hop_s,
             backend=backend,
+            stream=stream,
         )
         out_dtype = np.float16 if fp16 else np.float32
 

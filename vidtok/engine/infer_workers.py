@@ -53,6 +53,7 @@ class ViewSpec:
         clips, crops: views of "uniform".
         window, hop: seconds, for "sliding".
         backend: video decoder for ``vidtok.open_video``.
+        stream: which video stream of each file (0 = the first video stream).
     """
 
     mode: str
@@ -65,6 +66,7 @@ class ViewSpec:
     window: float | None = None
     hop: float | None = None
     backend: str = "auto"
+    stream: int = 0
 
 
 def _clips_for(spec: ViewSpec, n: int, fps: float):
@@ -105,7 +107,7 @@ def prepare_views(path: str, spec: ViewSpec) -> tuple[dict, np.ndarray]:
 
     # Decode-time resize: the reader resizes the frames it decoded (torchvision's antialiased resize, the same as
     # EvalTransform) before handing them over, so full-resolution frames are never gathered twice.
-    with open_video(path, spec.backend, short_side=spec.short_side) as video:
+    with open_video(path, spec.backend, stream=spec.stream, short_side=spec.short_side) as video:
         meta = video.metadata
         n, fps = int(meta.num_frames), float(meta.fps or 0.0)
         if n < 1:
