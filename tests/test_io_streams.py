@@ -266,12 +266,18 @@ def test_leading_picture_count_from_the_packets(video_fixture):
 def test_stream_choice_reaches_datasets_and_inference(video_fixture):
     """``data.stream`` (config) -> VideoClipDataset, and ``--video-stream`` (classify / embed) -> ViewSpec: both
     read the chosen stream."""
-    from vidtok.config import load_config
+    from vidtok.config import load_config, validate_config
     from vidtok.data.datasets import VideoClipDataset
     from vidtok.engine.infer_workers import ViewSpec, prepare_views
 
     path, _ = video_fixture("two_streams")
-    assert load_config("vidtok_ti", ["data.stream=1"]).data.stream == 1
+    from vidtok.errors import ConfigError
+
+    cfg = load_config("vidtok_ti", ["data.stream=1"])
+    assert cfg.data.stream == 1
+    cfg.data.stream = -1
+    with pytest.raises(ConfigError, match="data.stream"):
+        validate_config(cfg)
     for stream, (n, h, w) in enumerate([(20, 48, 64), (30, 64, 96)]):
         ds = VideoClipDataset(
             samples=[(str(path), 0)],

@@ -343,6 +343,7 @@ def validate_config(cfg: Config, source: str | None = None) -> Config:
     num("data.prefetch_factor", d.prefetch_factor, 1)
     num("data.repeated_aug", d.repeated_aug, 1)
     num("data.max_retries", d.max_retries, 0)
+    num("data.stream", d.stream, 0)
 
     num("train.epochs", t.epochs, 0)
     num("train.max_steps", t.max_steps, 0)
