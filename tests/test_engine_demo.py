@@ -46,6 +46,16 @@ def test_demo_pipeline_and_eval_cli(tmp_path):
     for f in ("curves.png", "tokenlearner_overlay.png"):
         assert (out / "pictures" / f).read_bytes()[:4] == b"\x89PNG", f
     assert str(out / "pictures" / "tokenlearner_overlay.png") in text
+    # the review page of the held-out videos, and where it is
+    from tests._report_util import read_data
+
+    page = read_data(out / "report")
+    assert (
+        len(page["classify"]["rows"]) == 8
+        and len(page["embed"]["v"]) == 8
+        and str(out / "report" / "index.html") in text
+    )
+    assert all(r["t"] and r["o"] for r in page["classify"]["rows"])  # posters and TokenLearner overlays
 
     r = CliRunner().invoke(
         cli,

@@ -632,6 +632,60 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
 
 
 @cli.command()
+@click.argument("outputs", nargs=-1, required=True)
+@click.option(
+    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder (empty or new)."
+)
+@click.option("--checkpoint", "-c", default=None, help="The classify model: TokenLearner overlays on the cards.")
+@click.option("--overlays", default=100, show_default=True, help="Overlays for at most this many (least confident).")
+@click.option(
+    "--map",
+    "map_method",
+    type=click.Choice(["pca", "tsne"]),
+    default="pca",
+    show_default=True,
+    help="2-D map of the embeddings (tsne needs scikit-learn: pip install 'vidtok[report]').",
+)
+@click.option("--neighbours", default=10, show_default=True, help="Nearest neighbours listed per embed row.")
+@click.option("--no-thumbnails", is_flag=True, help="No posters, previews or clip frames (no video is decoded).")
+@click.option("--workers", type=int, default=None, help="Decoding threads for the pictures (default: CPU count, <= 8).")
+@click.option("--title", default=None, help="Page title (default: the output file names).")
+@click.option("--overwrite", is_flag=True, help="Replace the report in a non-empty --out (only its own files).")
+def report(outputs, out_dir, checkpoint, overlays, map_method, neighbours, no_thumbnails, workers, title, overwrite):
+    """A review page of classify / embed OUTPUTS: a static folder that opens from disk (no server, no network).
+
+    Classify outputs (.csv, .jsonl, .parquet) become a grid of cards (poster, animated preview, top-k bars) with
+    filters, sorting, search, a per-class summary and the failed files; embed outputs (.npy, .safetensors,
+    .parquet) a 2-D map (PCA) where hovering shows a clip and clicking lists its cosine nearest neighbours.
+
+    \b
+    Examples:
+      vidtok report preds.csv emb.parquet --out report/
+      vidtok report preds.jsonl --checkpoint runs/demo --out report/ --overwrite
+      vidtok report emb.npy --out emb_report/ --map tsne
+    """
+    from vidtok.report.build import write_report
+
+    res = write_report(
+        list(outputs),
+        out_dir,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        overlays=overlays,
+        map_method=map_method,
+        neighbours=neighbours,
+        thumbnails=not no_thumbnails,
+        workers=workers,
+        title=title,
+        echo=click.echo,
+    )
+    click.echo(
+        f"wrote {res['index']} ({res['classify_rows']} classify rows, {res['embed_rows']} embed rows, "
+        f"{res['videos']} videos pictured, {res['overlays']} overlays) in {res['seconds']['total']:.1f} s"
+    )
+
+
+@cli.command()
 @config_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder (created).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint.")

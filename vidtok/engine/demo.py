@@ -1,6 +1,7 @@
 """The end-to-end demo behind ``vidtok demo`` / ``make demo``: synthetic motion data -> train vidtok_ti on the CPU ->
 evaluate on held-out videos -> classify and embed the held-out folder -> draw the TokenLearner overlay and the
-training curves -> print where the outputs are.
+training curves -> write the review page of the held-out predictions and embeddings (vidtok.report) -> print where
+the outputs are.
 
 The recipe is the bundled ``demo_vidtok_ti`` (``vidtok/configs/demo_vidtok_ti.yaml``, package data). The
 synthetic classes differ only in motion, so the frame-shuffled control (``shuffle_frames``)
@@ -139,6 +140,7 @@ def run_demo(
         ("curves", "curves"),
         ("overlay", "overlay"),
         ("overlay (gif)", "overlay_gif"),
+        ("report", "report"),
     ):
         if key in extra:
             echo(f"  {label:<18} {extra[key]}")
@@ -170,4 +172,8 @@ def _classify_embed_draw(run_dir: Path, model: Any, val_dir: Path, out: Path, ec
     echo(f"    embed: {len(res['index'])} vectors of size {res['embeddings'].shape[-1]}")
     first = sorted(val_dir.rglob("*.mp4"))[0]
     pictures = write_run_pictures(run_dir, first, out / "pictures", echo=lambda m: echo(f"    {m}"))
-    return {"predictions": preds, "embeddings": emb, **pictures}
+    from vidtok.report import write_report
+
+    echo(f"[+] review page of the held-out predictions and embeddings -> {out / 'report'}")
+    page = write_report([preds, emb], out / "report", overwrite=True, checkpoint=model, echo=lambda m: echo(f"    {m}"))
+    return {"predictions": preds, "embeddings": emb, **pictures, "report": page["index"]}
