@@ -201,18 +201,21 @@ def test_every_output_format_reads_alike(job, tmp_path):
 
 def test_tsne_map_and_model_without_tokenlearner(job, tmp_path):
     pytest.importorskip("sklearn", reason="scikit-learn missing: pip install 'vidtok[report]'")
+    from threadpoolctl import threadpool_limits
+
     from tests._infer_util import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path, "vivit_ti16x2")
     notes: list[str] = []
-    res = write_report(
-        [job["preds"], job["emb"]],
-        tmp_path / "r",
-        checkpoint=ckpt,
-        map_method="tsne",
-        thumbnails=False,
-        echo=notes.append,
-    )
+    with threadpool_limits(1):  # OpenMP threads spinning beside the other test worker make t-SNE ~10x slower
+        res = write_report(
+            [job["preds"], job["emb"]],
+            tmp_path / "r",
+            checkpoint=ckpt,
+            map_method="tsne",
+            thumbnails=False,
+            echo=notes.append,
+        )
     data = read_data(tmp_path / "r")
     assert data["embed"]["method"] == "t-SNE" and len(data["embed"]["xy"]) == 2 * res["embed_rows"]
     assert np.isfinite(data["embed"]["xy"]).all() and np.ptp(np.asarray(data["embed"]["xy"])) > 0
