@@ -143,6 +143,15 @@ CASES = [
     ("demo", "unknown key", "demo --out {dir}/demo --set train.epochz=1"),
     ("demo", "NaN", "demo --out {dir}/demo --set train.lr=nan"),
     ("demo", "zero", "demo --out {dir}/demo --set data.num_frames=0"),
+    ("report", "missing path", "report {missing}.csv --out {dir}/r"),
+    ("report", "missing path", "report {preds} --out {dir}/r -c {missing}"),
+    ("report", "unknown choice", "report {latin1_txt} --out {dir}/r"),
+    ("report", "unknown choice", "report {preds} --out {dir}/r --map umap"),
+    ("report", "negative", "report {preds} --out {dir}/r --overlays -1"),
+    ("report", "zero", "report {preds} --out {dir}/r --neighbours 0"),
+    ("report", "zero", "report {preds} --out {dir}/r --workers 0"),
+    ("report", "existing output", "report {preds} --out {synth_full}"),
+    ("report", "existing output", "report {preds} --out {preds}"),
     ("(none)", "unknown choice", "bogus"),
 ]
 
@@ -196,8 +205,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         ["train", "--out", "r", "--set", "data.num_frames=0"],
         ["eval", "-c", "missing.safetensors"],
         ["embed", "x", "-c", "y", "--out", "e.txt"],
+        ["report", "preds.csv", "--out", "r"],
     ],
-    ids=["demo-key", "classify-path", "train-config", "train-value", "eval-ckpt", "embed-format"],
+    ids=["demo-key", "classify-path", "train-config", "train-value", "eval-ckpt", "embed-format", "report-input"],
 )
 def test_usage_errors_fail_before_heavy_imports(tmp_path, argv):
     """Fail fast: a typo is reported without importing torch or a decoder (and before anything is written)."""

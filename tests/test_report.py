@@ -138,7 +138,7 @@ def test_out_folder_is_not_overwritten_without_flag(job, report, tmp_path):
     (out / "mine.txt").write_text("user's work")
     args = ["report", str(job["preds"]), "--out", str(out), "--no-thumbnails"]
     r = CliRunner().invoke(cli, args)
-    assert r.exit_code == 1 and r.output.startswith("error: --out") and "--overwrite" in r.output
+    assert r.exit_code == 2 and r.output.startswith("error: --out") and "--overwrite" in r.output
     assert len(r.output.strip().splitlines()) == 1 and sorted(p.name for p in out.iterdir()) == ["mine.txt"]
     r = CliRunner().invoke(cli, [*args, "--overwrite"])
     assert r.exit_code == 0, r.output
@@ -154,7 +154,7 @@ def test_out_folder_is_not_overwritten_without_flag(job, report, tmp_path):
     "name, content, code, message",
     [
         ("preds.txt", "x", 2, "not a classify (.csv, .jsonl, .parquet) or embed"),
-        ("missing.csv", None, 1, "missing.csv: no such file"),
+        ("missing.csv", None, 2, "missing.csv: no such file"),
         ("other.parquet", "parquet-no-labels", 1, "neither 'labels' (classify) nor 'embedding' (embed)"),
         ("broken.parquet", "not parquet at all", 1, "broken.parquet: cannot read parquet"),
     ],

@@ -631,13 +631,30 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
     )
 
 
+def _report_inputs(ctx, param, value):
+    """Classify / embed outputs that exist (or have unmerged parts), by extension; checked before heavy imports."""
+    from vidtok.report.build import check_input
+
+    for v in value:
+        check_input(v)
+    return value
+
+
 @cli.command()
-@click.argument("outputs", nargs=-1, required=True)
+@click.argument("outputs", nargs=-1, required=True, callback=_report_inputs)
 @click.option(
     "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder (empty or new)."
 )
-@click.option("--checkpoint", "-c", default=None, help="The classify model: TokenLearner overlays on the cards.")
-@click.option("--overlays", default=100, show_default=True, help="Overlays for at most this many (least confident).")
+@click.option(
+    "--checkpoint", "-c", default=None, callback=_existing, help="The classify model: TokenLearner overlays on cards."
+)
+@click.option(
+    "--overlays",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Overlays for at most this many videos (the least confident).",
+)
 @click.option(
     "--map",
     "map_method",
@@ -646,9 +663,9 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
     show_default=True,
     help="2-D map of the embeddings (tsne needs scikit-learn: pip install 'vidtok[report]').",
 )
-@click.option("--neighbours", default=10, show_default=True, help="Nearest neighbours listed per embed row.")
+@click.option("--neighbours", type=_POS_INT, default=10, show_default=True, help="Nearest neighbours per embed row.")
 @click.option("--no-thumbnails", is_flag=True, help="No posters, previews or clip frames (no video is decoded).")
-@click.option("--workers", type=int, default=None, help="Decoding threads for the pictures (default: CPU count, <= 8).")
+@click.option("--workers", type=_POS_INT, default=None, help="Decoding threads for the pictures [default: CPUs, <= 8].")
 @click.option("--title", default=None, help="Page title (default: the output file names).")
 @click.option("--overwrite", is_flag=True, help="Replace the report in a non-empty --out (only its own files).")
 def report(outputs, out_dir, checkpoint, overlays, map_method, neighbours, no_thumbnails, workers, title, overwrite):
@@ -664,6 +681,9 @@ def report(outputs, out_dir, checkpoint, overlays, map_method, neighbours, no_th
       vidtok report preds.jsonl --checkpoint runs/demo --out report/ --overwrite
       vidtok report emb.npy --out emb_report/ --map tsne
     """
+    from vidtok.report.build import check_out
+
+    check_out(out_dir, overwrite)
     from vidtok.report.build import write_report
 
     res = write_report(

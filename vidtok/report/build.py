@@ -35,6 +35,8 @@ __all__ = [
     "REPORT_ENTRIES",
     "write_report",
     "load_outputs",
+    "check_input",
+    "check_out",
     "class_summary",
     "pca_2d",
     "cosine_neighbours",
@@ -58,11 +60,7 @@ def _output_kind(path: Path) -> str:
         return "classify"
     if ext in _EMBED_EXTS:
         return "embed"
-    if ext != ".parquet":
-        raise ConfigError(
-            f"{path}: not a classify (.csv, .jsonl, .parquet) or embed (.npy, .safetensors, .parquet) output",
-            key="inputs",
-        )
+    check_input(path)
     if not path.exists():  # only unmerged parts: embed parts hold vectors beside their records
         parts = path.with_name(path.name + ".parts")
         return "embed" if any(parts.glob("*.videos.jsonl")) else "classify"
@@ -77,6 +75,36 @@ def _output_kind(path: Path) -> str:
     if "labels" in names and "status" in names:
         return "classify"
     raise VidtokError(f"{path}: parquet with neither 'labels' (classify) nor 'embedding' (embed) columns")
+
+
+def check_input(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is an existing classify / embed output (or one with unmerged parts), by extension.
+
+    Raises:
+        ConfigError: one line naming the file.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (*_CLASSIFY_EXTS, *_EMBED_EXTS, ".parquet"):
+        raise ConfigError(
+            f"{path}: not a classify (.csv, .jsonl, .parquet) or embed (.npy, .safetensors, .parquet) output",
+            key="inputs",
+        )
+    if not path.exists() and not path.with_name(path.name + ".parts").is_dir():
+        raise ConfigError(f"{path}: no such file", key="inputs")
+
+
+def check_out(out: str | os.PathLike, overwrite: bool) -> None:
+    """Raise if the report folder ``out`` cannot be written: a file, or a folder with something in it (unless
+    ``overwrite``).
+
+    Raises:
+        ConfigError: one line naming the folder.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder", key="out")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: folder is not empty; pass --overwrite to replace the report in it", key="out")
 
 
 def _resolve(p: str, base: Path) -> str:
@@ -95,8 +123,8 @@ def load_outputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[dict] | None
         are absolute.
 
     Raises:
-        ConfigError: an input that is not a classify or embed output (by extension).
-        VidtokError: an input that does not exist, cannot be read, or embeddings of different sizes.
+        ConfigError: an input that is not a classify or embed output (by extension), or does not exist.
+        VidtokError: an input that cannot be read, or embeddings of different sizes.
     """
     from vidtok.engine.infer_io import _dedup, read_classify_output, read_embed_output
 
@@ -107,8 +135,6 @@ def load_outputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[dict] | None
     kinds = set()
     for raw in inputs:
         path = Path(raw)
-        if not path.exists() and not path.with_name(path.name + ".parts").is_dir():
-            raise VidtokError(f"{path}: no such file")
         kind = _output_kind(path)
         kinds.add(kind)
         base = path.resolve().parent
@@ -302,11 +328,8 @@ def _embed_data(
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise VidtokError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise VidtokError(f"--out {out}: folder is not empty; pass --overwrite to replace the report in it")
+    check_out(out, overwrite)
+    if out.is_dir():
         for name in REPORT_ENTRIES:  # only what a report writes: anything else the user put there stays
             p = out / name
             if p.is_dir() and not p.is_symlink():
@@ -382,8 +405,9 @@ def write_report(
         ``{"index": path of index.html, "classify_rows", "embed_rows", "videos" (pictured), "seconds": {phase: s}}``.
 
     Raises:
-        ConfigError: an unknown map method, or an input that is no classify / embed output.
-        VidtokError: ``out`` not empty without ``overwrite``; an unreadable input or checkpoint.
+        ConfigError: an unknown map method, an input that is no classify / embed output, ``out`` not empty
+            without ``overwrite``.
+        VidtokError: an unreadable input or checkpoint.
     """
     note = echo or (lambda _m: None)
     if map_method not in MAP_METHODS:
@@ -392,6 +416,7 @@ def write_report(
         raise ConfigError(f"--neighbours {neighbours}: must be at least 1", key="neighbours")
     out = Path(out)
     secs: dict[str, float] = {}
+    check_out(out, overwrite)  # refusals before any reading
     t0 = time.perf_counter()
     rows, emb = load_outputs(inputs)
     _prepare_out(out, overwrite)
