@@ -526,6 +526,23 @@ def _infer_options(f):
                 help="Comma-separated extensions searched for in folders.",
             ),
             click.option("--quiet", is_flag=True, help="No progress bar or summary."),
+            click.option(
+                "--engine",
+                type=click.Choice(["local", "ray"]),
+                default="local",
+                show_default=True,
+                help="local: this machine; ray: Ray Data decode tasks feeding model replicas (vidtok[ray] extra).",
+            ),
+            click.option(
+                "--address",
+                default=None,
+                help="--engine ray: cluster to join, auto | HOST:PORT (default: a local one).",
+            ),
+            click.option(
+                "--replicas",
+                default=None,
+                help="--engine ray: model replicas, N or MIN:MAX (default: one per GPU, else 1).",
+            ),
         ]
     ):
         f = opt(f)
@@ -546,7 +563,8 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
 
     Each video is cut into uniform clips x crops, probabilities are averaged over the views, and one row is written
     per video as soon as it is done (path, status, duration, views, label_i/prob_i, error). A file that cannot be
-    decoded is a row with status=error. Under torchrun every process takes a shard and rank 0 merges.
+    decoded is a row with status=error. Under torchrun every process takes a shard and rank 0 merges; with
+    --engine ray, Ray Data spreads decoding and the model over a cluster.
 
     \b
     Examples:
@@ -554,6 +572,7 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
       vidtok classify a.mp4 b.mkv -c model.safetensors --topk 3 --views 4x3 --out preds.jsonl
       vidtok classify videos/ -c model.safetensors --out preds.parquet --resume
       torchrun --nproc-per-node 4 -m vidtok.cli classify videos/ -c model.safetensors --out preds.csv
+      vidtok classify videos/ -c model.safetensors --out preds.csv --engine ray --address auto
     """
     _refuse_existing_output("classify", out, kw["resume"], kw["overwrite"], kw["retry_failed"])
     if views is not None:
@@ -605,6 +624,7 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
       vidtok embed videos/ --checkpoint runs/k400 --out emb.parquet --window 2s --hop 1s
       vidtok embed videos/ -c model.safetensors --out emb.npy --per-video --normalize --fp16
       vidtok embed videos/ -c model.safetensors --out emb.safetensors --tokens --resume
+      vidtok embed videos/ -c model.safetensors --out emb.npy --engine ray --address auto --replicas 1:4
     """
     _refuse_existing_output("embed", out, kw["resume"], kw["overwrite"], kw["retry_failed"])
     from vidtok.engine.infer import parse_seconds

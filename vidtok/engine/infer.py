@@ -52,6 +52,8 @@ from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError
 from vidtok.logs import Progress, get_logger
 
+ENGINES = ("local", "ray")
+
 __all__ = ["classify", "embed", "parse_views", "parse_seconds", "find_videos", "load_for_inference", "cpu_streams"]
 
 
@@ -524,6 +526,21 @@ def _check_common(batch_size: int, num_workers: int, timeout: float, streams: in
         raise ConfigError(f"--streams {streams!r}: must be an int >= 1 (or 0 / None for one per core)", key="streams")
 
 
+def _check_engine(engine: str, address: str | None, replicas) -> dict | None:
+    """None for the local engine; the Ray engine's options (Ray imported, or a one-line install error)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}", key="engine")
+    if engine == "local":
+        if address is not None or replicas is not None:
+            raise ConfigError("--address / --replicas go with --engine ray", key="engine")
+        return None
+    from vidtok.engine.infer_ray import import_ray, parse_replicas
+
+    opts = {"address": address, "replicas": parse_replicas(replicas)}  # a bad value fails before Ray is imported
+    import_ray()
+    return opts
+
+
 def _report(verbose: bool, kind: str, dist: _Dist, counts: dict, skipped: int, t0: float, out) -> None:
     """The end summary (rank 0): this run's ok / failed over all ranks, skipped, and where the error list is."""
     n_ok, n_err = dist.sum([counts["ok"], counts["error"]])
@@ -564,6 +581,9 @@ def classify(
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     streams: int | None = None,
     verbose: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    replicas: str | int | tuple[int, int] | None = None,
 ) -> list[dict]:
     """Top-k classes of every video under ``paths``, averaging probabilities over multi-view clips x crops.
 
@@ -587,6 +607,11 @@ def classify(
         streams: on CPU, model calls run side by side on parts of each batch (None: one per core; see
             :func:`cpu_streams`). Ignored on CUDA.
         verbose: progress bar and end summary on stderr (rank 0).
+        engine: ``local`` (this machine: decode processes + model) or ``ray`` (Ray Data: decode tasks on the
+            cluster's CPUs feeding model replicas; see :mod:`vidtok.engine.infer_ray`). Same output either way.
+        address: with ``engine="ray"``: ``auto`` / ``HOST:PORT`` of a running cluster; None starts a local one.
+        replicas: with ``engine="ray"``: model replicas, ``N`` or ``(min, max)`` / ``"MIN:MAX"`` (default: one
+            per GPU of the cluster, else one).
 
     Returns:
         One dict per video (the whole output, merged, in discovery order): ``path``, ``status`` ("ok" | "error"),
@@ -599,7 +624,8 @@ def classify(
         raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
     _check_common(batch_size, num_workers, timeout, streams)
     backend = _resolve_backend(backend)
-    dev = _resolve_device(device)
+    ray_opts = _check_engine(engine, address, replicas)
+    dev = _resolve_device(device) if ray_opts is None else None  # Ray: each replica's own device
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
@@ -628,9 +654,6 @@ def classify(
             dist=dist,
             job=lambda: _job_record("classify", model, cfg, backend, views=f"{clips}x{crops}", topk=k),
         )
-        model.to(dev)
-        amp_dtype = _resolve_amp(amp, dev)
-        norm = _normalizer(cfg, dev)
         spec = ViewSpec(
             mode="uniform",
             num_frames=cfg["num_frames"],
@@ -643,11 +666,18 @@ def classify(
             stream=stream,
         )
 
-        @torch.inference_mode()
-        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(norm(x))
-            return {"probs": logits.float().softmax(-1)}
+        def make_forward(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+            model.to(dev)
+            amp_dtype = _resolve_amp(amp, dev)
+            norm = _normalizer(cfg, dev)
+
+            @torch.inference_mode()
+            def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(norm(x))
+                return {"probs": logits.float().softmax(-1)}
+
+            return forward
 
         counts = {"ok": 0, "error": 0}
 
@@ -676,12 +706,14 @@ def classify(
             "classify",
             todo,
             spec,
-            forward,
+            make_forward,
             on_done,
             writer,
             dist,
             verbose=verbose,
-            device=dev,
+            ray_opts=ray_opts,
+            device=device if ray_opts is not None else dev,
+            amp=amp,
             batch_size=batch_size,
             num_workers=num_workers,
             timeout=timeout,
@@ -703,11 +735,45 @@ def classify(
 # embed
 
 
-def _run_job(kind: str, todo, spec, forward, on_done, writer, dist: _Dist, *, verbose: bool, **loop_kw) -> None:
-    """Run the loop over this rank's videos with a progress bar, close the writer, wait for every rank."""
+def _run_job(
+    kind: str,
+    todo,
+    spec,
+    make_forward,
+    on_done,
+    writer,
+    dist: _Dist,
+    *,
+    verbose: bool,
+    ray_opts: dict | None,
+    device: str | torch.device,
+    amp: str,
+    **loop_kw,
+) -> None:
+    """Run this rank's videos on the chosen engine with a progress bar, close the writer, wait for every rank.
+
+    ``make_forward(torch.device)`` gives the model call on that device: here, or in each Ray model replica."""
     progress = _Progress(len(todo), verbose and dist.rank == 0, kind)
     try:
-        _run_loop(todo, spec, forward, on_done, progress=progress, **loop_kw)
+        if ray_opts is not None:
+            from vidtok.engine.infer_ray import run_ray
+
+            if dist.world > 1:
+                raise ConfigError("--engine ray runs from one driver process, not under torchrun", key="engine")
+            _resolve_amp(amp, torch.device("cuda" if str(device).startswith("cuda") else "cpu"))  # fails before Ray
+            keep = ("batch_size", "timeout")
+            run_ray(
+                todo,
+                spec,
+                make_forward,
+                on_done,
+                progress=progress,
+                device=device,
+                **ray_opts,
+                **{k: loop_kw[k] for k in keep},
+            )
+        else:
+            _run_loop(todo, spec, make_forward(device), on_done, progress=progress, device=device, **loop_kw)
     finally:
         progress.close()
         writer.close()
@@ -739,6 +805,9 @@ def embed(
     streams: int | None = None,
     verbose: bool = False,
     load: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    replicas: str | int | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Clip embeddings (the model's pre-logits features) of every video under ``paths``.
 
@@ -756,7 +825,7 @@ def embed(
         fp16: store float16 vectors (default float32).
         tokens: also store the TokenLearner tokens ``aux["learned_tokens"]`` ``(T', S, D)`` per row.
         resume, retry_failed, overwrite, batch_size, num_workers, timeout, device, amp, backend, extensions,
-            streams, verbose: as in :func:`classify`.
+            streams, verbose, engine, address, replicas: as in :func:`classify`.
         load: return the vectors. With ``out``, a ``.npy`` / ``.safetensors`` output comes back memory-mapped
             (copy-on-write; see :func:`vidtok.engine.infer_io.read_embed_output`) and a parquet one is read into
             memory. ``False`` returns only ``"videos"`` (the CLI does this: a large output is never read back).
@@ -774,7 +843,8 @@ def embed(
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
     _check_common(batch_size, num_workers, timeout, streams)
     backend = _resolve_backend(backend)
-    dev = _resolve_device(device)
+    ray_opts = _check_engine(engine, address, replicas)
+    dev = _resolve_device(device) if ray_opts is None else None  # Ray: each replica's own device
     dist = _Dist()
     if dist.world > 1 and out is None:
         raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
@@ -812,9 +882,6 @@ def embed(
                 tokens=tokens,
             ),
         )
-        model.to(dev)
-        amp_dtype = _resolve_amp(amp, dev)
-        norm = _normalizer(cfg, dev)
         spec = ViewSpec(
             mode="uniform" if per_video else "sliding",
             num_frames=cfg["num_frames"],
@@ -830,22 +897,29 @@ def embed(
         )
         out_dtype = np.float16 if fp16 else np.float32
 
-        @torch.inference_mode()
-        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                if tokens:
-                    feats, aux = model.forward_features(norm(x), return_aux=True)
-                    if not isinstance(aux, dict) or "learned_tokens" not in aux:
-                        raise ConfigError(
-                            f"--tokens: model {getattr(model, 'model_name', type(model).__name__)} has no TokenLearner "
-                            "(forward_features gives no learned_tokens)",
-                            key="tokens",
-                        )
-                    res = {"tokens": aux["learned_tokens"]}
-                else:
-                    feats, res = model.forward_features(norm(x)), {}
-                res["emb"] = model.forward_head(feats, pre_logits=True)
-            return res
+        def make_forward(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+            model.to(dev)
+            amp_dtype = _resolve_amp(amp, dev)
+            norm = _normalizer(cfg, dev)
+
+            @torch.inference_mode()
+            def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    if tokens:
+                        feats, aux = model.forward_features(norm(x), return_aux=True)
+                        if not isinstance(aux, dict) or "learned_tokens" not in aux:
+                            raise ConfigError(
+                                f"--tokens: model {getattr(model, 'model_name', type(model).__name__)} has no "
+                                "TokenLearner (forward_features gives no learned_tokens)",
+                                key="tokens",
+                            )
+                        res = {"tokens": aux["learned_tokens"]}
+                    else:
+                        feats, res = model.forward_features(norm(x)), {}
+                    res["emb"] = model.forward_head(feats, pre_logits=True)
+                return res
+
+            return forward
 
         counts = {"ok": 0, "error": 0}
 
@@ -875,12 +949,14 @@ def embed(
             "embed",
             todo,
             spec,
-            forward,
+            make_forward,
             on_done,
             writer,
             dist,
             verbose=verbose,
-            device=dev,
+            ray_opts=ray_opts,
+            device=device if ray_opts is not None else dev,
+            amp=amp,
             batch_size=batch_size,
             num_workers=num_workers,
             timeout=timeout,

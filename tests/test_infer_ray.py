@@ -1,0 +1,306 @@
+"""``--engine ray``: same rows / vectors as the local engine on good and bad videos, decoder hangs and crashes
+isolated, a Ray worker SIGKILLed mid-job, the driver killed then ``--resume``, and Ray imported only when asked for.
+
+One local Ray cluster (``ray.init(num_cpus=2)``, no dashboard) is shared by the module and shut down at its end; the
+fault tests drive it from a second process (``ray.init(address=...)``), as a user's job on a cluster would.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._infer_util import HOOK, REPO, make_bad_files, make_checkpoint, make_good_videos
+from tests.videos import make_frames, write_video
+from vidtok.engine.infer import classify, embed
+from vidtok.engine.infer_io import _errors_path, _index_path, find_videos, read_classify_output, read_embed_output
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'vidtok[ray]')")
+pytestmark = pytest.mark.xdist_group("ray")
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1"}
+
+
+def _pythonpath() -> str:
+    return str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer_ray")
+    good = make_good_videos(root / "videos", n=3)
+    bad = make_bad_files(root / "videos", good[0])
+    return {"root": root, "videos": root / "videos", "good": good, "bad": bad, "ckpt": make_checkpoint(root)}
+
+
+@pytest.fixture(scope="module")
+def reference(job):
+    rows = classify([job["videos"]], job["ckpt"], topk=3, backend="pyav", batch_size=3)
+    return {r["path"]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The module's local Ray cluster; yields its address for driver processes."""
+    if not HAS_RAY:
+        pytest.skip("Ray is not installed (pip install 'vidtok[ray]')")
+    import ray
+
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    ray.init(
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 * 1024**2,
+        runtime_env={"env_vars": {"PYTHONPATH": _pythonpath(), "VIDTOK_INFER_FAULT_HOOK": HOOK}},
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a["path"] == b["path"] and a["status"] == b["status"], (a, b)
+    assert a["error"] == b["error"] and a["views"] == b["views"], (a, b)
+    if a["status"] == "ok":
+        assert a["labels"] == b["labels"] and a["indices"] == b["indices"]
+        np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-5)
+        assert a["duration"] == pytest.approx(b["duration"], abs=1e-3)
+
+
+def _paths_in_csv(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return [r["path"] for r in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Equality with the local engine
+
+
+@needs_ray
+def test_classify_ray_equals_local(job, reference, cluster, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    rows = classify([job["videos"]], job["ckpt"], topk=3, backend="pyav", batch_size=4, out=out, engine="ray")
+    files = find_videos([job["videos"]])
+    assert [r["path"] for r in rows] == files  # discovery order, one row per file
+    assert sum(r["status"] == "error" for r in rows) == len(job["bad"])
+    for r in rows:
+        _same(r, reference[r["path"]])
+    assert [r["path"] for r in read_classify_output(out)] == files
+    assert (tmp_path / "preds.jsonl.job.json").exists()
+    # a second run with --resume finds everything done and adds nothing
+    again = classify([job["videos"]], job["ckpt"], topk=3, backend="pyav", out=out, resume=True, engine="ray")
+    assert [r["path"] for r in again] == files
+    assert len(out.read_text().splitlines()) == len(files)
+
+
+@needs_ray
+def test_embed_ray_equals_local(job, cluster, tmp_path):
+    kw = dict(backend="pyav", batch_size=3, window="0.4s", hop="0.3s", tokens=True)
+    local = embed([job["videos"]], job["ckpt"], **kw)
+    out = tmp_path / "emb.safetensors"
+    res = embed([job["videos"]], job["ckpt"], out=out, engine="ray", **kw)
+    assert res["index"] == local["index"] and len(res["index"]) > len(job["good"])  # several windows per video
+    assert [(v["path"], v["status"], v["error"]) for v in res["videos"]] == [
+        (v["path"], v["status"], v["error"]) for v in local["videos"]
+    ]
+    np.testing.assert_allclose(res["embeddings"], local["embeddings"], atol=1e-5)
+    np.testing.assert_allclose(res["tokens"], local["tokens"], atol=1e-5)
+    back = read_embed_output(out)
+    np.testing.assert_array_equal(back["embeddings"], res["embeddings"])
+    assert _index_path(out).exists() and _errors_path(out).exists()  # beside the output, as locally
+
+
+@needs_ray
+def test_decoder_hang_and_crash_are_error_rows(job, cluster, tmp_path, monkeypatch):
+    folder = tmp_path / "faulty"
+    folder.mkdir()
+    for name in ("ok.mp4", "HANG.mp4", "CRASH.mp4", "EXIT.mp4"):
+        write_video(folder / name, make_frames(12, 32, 48, seed=1), 25, "libx264", pix_fmt="yuv420p")
+    kw = dict(topk=2, backend="pyav", timeout=2.0)
+    rows = classify([folder], job["ckpt"], engine="ray", **kw)
+    monkeypatch.setenv("VIDTOK_INFER_FAULT_HOOK", HOOK)
+    local = classify([folder], job["ckpt"], **kw)
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert by_name["ok.mp4"]["status"] == "ok"
+    assert "timed out after 2 s" in by_name["HANG.mp4"]["error"]
+    assert "crashed" in by_name["CRASH.mp4"]["error"] and "crashed" in by_name["EXIT.mp4"]["error"]
+    for a, b in zip(rows, local, strict=True):
+        _same(a, b)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Faults: a Ray worker killed mid-job, the driver killed then --resume
+
+_DRIVER = """
+import sys, ray
+from vidtok.engine.infer import classify
+cluster, videos, ckpt, pythonpath, out, hook = sys.argv[1:]
+env = {"PYTHONPATH": pythonpath, "VIDTOK_INFER_FAULT_HOOK": hook, "VIDTOK_TEST_SLOW": "0.7"}
+ray.init(address=cluster, log_to_driver=False, runtime_env={"env_vars": env})
+classify([videos], ckpt, topk=3, backend="pyav", batch_size=2, out=out, engine="ray")
+"""
+
+
+def _start_driver(cluster: str, job: dict, out: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=_pythonpath(), **RAY_ENV)
+    args = [cluster, str(job["videos"]), str(job["ckpt"]), _pythonpath(), str(out), HOOK]
+    return subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 120) -> int:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if out.exists() and (k := len(_paths_in_csv(out))) >= n:
+            return k
+        assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} rows in {out} after {limit} s")
+
+
+def _title(pid: int | str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ray_workers(name: str) -> list[int]:
+    """pids of Ray worker processes whose title (``ray::...``) mentions ``name`` (not the decode processes they
+    fork, which inherit the title)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and _title(d.name).startswith("ray::") and name in _title(d.name):
+            try:
+                ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                continue
+            if not _title(ppid).startswith("ray::"):
+                pids.append(int(d.name))
+    return pids
+
+
+def _orphans() -> list[int]:
+    """Ray-titled processes left without their Ray worker (re-parented to init): there must be none."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and _title(d.name).startswith("ray::"):
+            try:
+                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if stat[1] == "1" and stat[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def _kill_one(name: str, limit: float = 30) -> int:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        pids = _ray_workers(name)
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no Ray worker running {name}")
+
+
+def _check_complete(out: Path, job: dict, reference: dict) -> None:
+    files = find_videos([job["videos"]])
+    assert sorted(_paths_in_csv(out)) == sorted(files)  # every file exactly once
+    for r in read_classify_output(out):
+        _same(r, reference[r["path"]])
+
+
+@needs_ray
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray workers through /proc")
+def test_ray_worker_sigkill_mid_job(job, reference, cluster, tmp_path):
+    out = tmp_path / "preds.csv"
+    proc = _start_driver(cluster, job, out)
+    try:
+        _wait_rows(out, 1, proc)
+        _kill_one("_Replica")  # the model replica: Ray restarts it and retries its batch
+        _kill_one("_decode")  # a decode task: Ray runs it again
+        log = proc.communicate(timeout=180)[0].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, log[-3000:]
+    _check_complete(out, job, reference)
+    assert not _orphans()  # the killed decode task's own decode process died with it
+
+
+@needs_ray
+def test_driver_killed_then_resume(job, reference, cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from vidtok.cli import cli
+
+    out = tmp_path / "preds.csv"
+    proc = _start_driver(cluster, job, out)
+    try:
+        done = _wait_rows(out, 2, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    kept = set(_paths_in_csv(out))
+    assert len(kept) >= done and len(kept) < len(reference)
+    args = ["classify", str(job["videos"]), "-c", str(job["ckpt"]), "--topk", "3", "--backend", "pyav", "--out"]
+    res = CliRunner().invoke(cli, [*args, str(out), "--resume", "--engine", "ray"])
+    assert res.exit_code == 0, res.output
+    assert f"{len(kept)} skipped" in res.stderr, res.stderr
+    _check_complete(out, job, reference)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ray only when asked for
+
+
+def test_ray_imported_only_for_engine_ray(job):
+    code = (
+        "import sys\n"
+        "import vidtok, vidtok.cli, vidtok.engine.infer\n"
+        "from vidtok.cli import cli\n"
+        "from click.testing import CliRunner\n"
+        "CliRunner().invoke(cli, ['classify', '--help'])\n"
+        "assert 'ray' not in sys.modules, 'ray imported'\n"
+        "sys.modules['ray'] = None  # as if the extra were not installed\n"
+        f"r = CliRunner().invoke(cli, ['classify', {str(job['videos'])!r}, '-c', {str(job['ckpt'])!r}, "
+        "'--engine', 'ray'])\n"
+        "print(r.exit_code, r.stderr)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=_pythonpath())
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    code_, _, msg = res.stdout.strip().partition(" ")
+    assert code_ != "0" and msg.count("\n") == 0 and msg.startswith("error: "), res.stdout
+    assert "pip install 'vidtok[ray]'" in msg, msg
+
+
+def test_engine_options_checked():
+    from vidtok.engine.infer_ray import parse_replicas
+    from vidtok.errors import ConfigError
+
+    assert parse_replicas("2") == (2, 2) and parse_replicas("1:4") == (1, 4) and parse_replicas(None) is None
+    for bad in ("0", "3:2", "x"):
+        with pytest.raises(ConfigError, match="--replicas"):
+            parse_replicas(bad)
+    with pytest.raises(ConfigError, match="--engine"):
+        classify(["nowhere"], "nothing.safetensors", engine="spark")
+    with pytest.raises(ConfigError, match="go with --engine ray"):
+        classify(["nowhere"], "nothing.safetensors", address="auto")

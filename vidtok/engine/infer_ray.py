@@ -1,0 +1,277 @@
+"""The Ray Data engine of ``classify`` / ``embed``: CPU decode tasks feeding an actor pool of model replicas.
+
+Dataflow::
+
+    driver: the files to do (after discovery and --resume), one row {tid, path} each
+        ─► Ray Data CPU tasks: DecodePool (the local engine's isolated decode process, prepare_views) per block
+           of files ─► one row per view {tid, view, nviews, info, error, x: uint8 (3, T, crop, crop)}; a file that
+           fails (bad, hung past --timeout, crashed its decoder) ─► one row with the error and nviews = 0
+        ─► actor pool (map_batches with a callable class, min..max replicas, a GPU each where the cluster has them):
+           batches of --batch-size views across videos ─► normalise + model ─► per-view outputs (NumPy), no views
+        ─► driver: views gathered per video (a repeated view or video, e.g. from a retried task, is dropped)
+           ─► the local engine's per-video callback ─► the same writers (CSV / JSONL / Parquet, NPY / safetensors)
+
+Views travel between Ray workers as NumPy uint8 batches (Arrow tensor columns in the object store), never as pickled
+tensors. Only the driver writes, a video at a time as its last view arrives, so the output, ``OUT.job.json`` and
+``--resume`` are exactly those of the local engine: a driver killed mid-job loses only the videos in flight. Ray
+retries a decode task whose worker died (``max_retries``) and restarts a model actor that died, retrying its batch;
+the driver keeps the first copy of every view, so a video gets exactly one row. (Ray Data's defaults: a task is
+retried without limit, an actor restarted without limit; a bad video never kills a Ray worker, since it is decoded in
+a child process of the task, which reports a crash or a hang past ``--timeout`` as that video's error row.)
+
+Ray is imported only here, when ``engine="ray"`` is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vidtok.engine.infer_workers import ViewSpec
+from vidtok.errors import ConfigError, VidtokError
+
+__all__ = ["RAY_INSTALL", "import_ray", "run_ray", "parse_replicas"]
+
+RAY_INSTALL = "pip install 'vidtok[ray]'"
+
+
+def import_ray():
+    """``ray`` and ``ray.data``, or a one-line error with the install command."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise VidtokError(f"--engine ray needs Ray Data ({e.name or 'ray'} is not installed): {RAY_INSTALL}") from None
+    return ray
+
+
+def parse_replicas(replicas: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"2"`` -> (2, 2), ``"1:4"`` -> (1, 4): model replicas in the actor pool (None: one per GPU, else one)."""
+    if replicas is None:
+        return None
+    try:
+        if isinstance(replicas, str):
+            lo, _, hi = replicas.partition(":")
+            pair = (int(lo), int(hi or lo))
+        elif isinstance(replicas, int):
+            pair = (replicas, replicas)
+        else:
+            pair = (int(replicas[0]), int(replicas[1]))
+    except (ValueError, TypeError, IndexError):
+        raise ConfigError(f"--replicas {replicas!r}: expected N or MIN:MAX, e.g. 1:4", key="replicas") from None
+    if pair[0] < 1 or pair[1] < pair[0]:
+        raise ConfigError(f"--replicas {replicas!r}: need 1 <= MIN <= MAX", key="replicas")
+    return pair
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ray Data stages (run in Ray workers)
+
+
+def _decode(batch: dict[str, np.ndarray], *, spec: ViewSpec, timeout: float) -> dict[str, np.ndarray]:
+    """Decode a block of files in one isolated process (the local engine's DecodePool): rows of views or errors."""
+    from vidtok.engine.infer_workers import DecodePool
+
+    paths = [str(p) for p in batch["path"]]
+    tids = [int(t) for t in batch["tid"]]
+    shape = (3, spec.num_frames, spec.crop_size, spec.crop_size)
+    cols: dict[str, list] = {"tid": [], "view": [], "nviews": [], "info": [], "error": []}
+    xs: list[np.ndarray] = []
+
+    def add(tid: int, views: np.ndarray, info: dict | None, error: str) -> None:
+        n = len(views)
+        cols["tid"] += [tid] * n
+        cols["view"] += list(range(n))
+        cols["nviews"] += [0 if error else n] * n
+        cols["info"] += [json.dumps(info) if info is not None else ""] * n
+        cols["error"] += [error] * n
+        xs.append(views)
+
+    with DecodePool(paths, spec, num_workers=1, timeout=timeout, max_buffered=len(paths)) as pool:
+        for _ in paths:
+            i, _path, result = pool.get()
+            if isinstance(result, str):
+                add(tids[i], np.zeros((1, *shape), np.uint8), None, result)
+            elif len(result[1]) == 0:
+                add(tids[i], np.zeros((1, *shape), np.uint8), None, "no views")
+            else:
+                add(tids[i], result[1], result[0], "")
+    return {
+        "tid": np.asarray(cols["tid"], np.int64),
+        "view": np.asarray(cols["view"], np.int32),
+        "nviews": np.asarray(cols["nviews"], np.int32),
+        "info": np.asarray(cols["info"], dtype=object),
+        "error": np.asarray(cols["error"], dtype=object),
+        "x": np.concatenate(xs),  # (V, 3, T, crop, crop) uint8
+    }
+
+
+class _Replica:
+    """One model replica: ``make_forward(device)`` from the driver, run on the views of each batch."""
+
+    def __init__(self, make_forward_ref: Any, device: str, threads: int):
+        import ray
+        import torch
+
+        if device == "cpu":
+            torch.set_num_threads(max(1, threads))
+        self.device = torch.device(device)
+        self.forward = ray.get(make_forward_ref[0])(self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        ok = np.flatnonzero(batch["nviews"] > 0)
+        out = {k: batch[k] for k in ("tid", "view", "nviews", "info", "error")}
+        if len(ok):
+            res = self.forward(torch.from_numpy(np.ascontiguousarray(batch["x"][ok])).to(self.device))
+            for key, v in res.items():
+                v = v.float().cpu().numpy()
+                full = np.zeros((len(batch["tid"]), *v.shape[1:]), np.float32)
+                full[ok] = v
+                out["out_" + key] = full
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Driver
+
+
+def _init(ray, address: str | None) -> bool:
+    """Connect to ``address`` (``auto``, ``HOST:PORT``, ``ray://...``) or start a local cluster; True if this call
+    started the connection (and so ends it)."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kw: dict[str, Any] = {"log_to_driver": False}
+    if address is None:
+        kw["include_dashboard"] = False
+    try:
+        ray.init(address=address, **kw)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = address or "a local cluster"
+        raise VidtokError(f"--address {where}: cannot connect to Ray ({' '.join(str(e).split())[:200]})") from None
+    return True
+
+
+def run_ray(
+    paths: list[str],
+    spec: ViewSpec,
+    make_forward: Callable,
+    on_done: Callable[[str, dict | None, dict | None, str], None],
+    *,
+    progress: Any,
+    address: str | None,
+    device: str,
+    batch_size: int,
+    timeout: float,
+    replicas: tuple[int, int] | None = None,
+    files_per_task: int = 1,
+) -> None:
+    """Run the job of ``paths`` on Ray; call ``on_done(path, info, outputs, error)`` once per video on the driver.
+
+    Args:
+        paths: the files to do (already filtered by ``--resume``).
+        spec: the views to cut (as for the local engine).
+        make_forward: ``make_forward(torch.device) -> forward``; shipped once through the object store to each replica.
+        on_done: the local engine's per-video callback (writes the row / vectors).
+        progress: the local engine's progress bar.
+        address: Ray cluster (``auto``, ``HOST:PORT``); None starts a local one on this machine.
+        device: ``auto`` (a GPU per replica where the cluster has GPUs, else CPU), ``cpu`` or ``cuda``.
+        batch_size: views per model call (across videos).
+        timeout: seconds one file may take to decode.
+        replicas: (min, max) model replicas; None: one per GPU in the cluster, else one.
+        files_per_task: files per decode task (one isolated decode process each).
+    """
+    if not paths:
+        return
+    ray = import_ray()
+    started = _init(ray, address)
+    try:
+        _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, timeout, replicas, files_per_task)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, timeout, replicas, files_per_task):
+    import torch
+    from ray.data import ActorPoolStrategy, DataContext
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if device.startswith("cuda") and not gpus:
+        raise ConfigError(f"--device {device}: the Ray cluster has no GPU", key="device")
+    use_gpu = gpus > 0 and device != "cpu"
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"--device {device!r}: with --engine ray use auto, cpu or cuda", key="device")
+    lo, hi = replicas or ((1, gpus) if use_gpu else (1, 1))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    # CPU replicas: half the CPUs of a small node, 2 on a large one (the rest decode); a GPU replica feeds on 1 CPU
+    replica_cpus = 1.0 if use_gpu else max(1.0, min(2.0, cpus / 2))
+    threads = int(replica_cpus)
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    with contextlib.suppress(AttributeError):
+        ctx.print_on_execution_start = False
+    # A task or actor that fails is retried by Ray; a video it carried never vanishes without an error
+    ctx.max_errored_blocks = 0
+
+    ref = ray.put(make_forward)
+    items = [{"tid": i, "path": p} for i, p in enumerate(paths)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), -(-len(items) // files_per_task))))
+    ds = ds.map_batches(
+        _decode,
+        fn_kwargs={"spec": spec, "timeout": timeout},
+        batch_size=files_per_task,
+        batch_format="numpy",
+        num_cpus=1,
+        # max_calls=0 is Ray's default (a worker runs any number of tasks); named here, it makes the decode tasks'
+        # remote arguments differ from the replicas', so Ray Data never fuses decoding into the model actors (where
+        # it would run in turn with the model instead of on every free CPU)
+        max_calls=0,
+    )
+    ds = ds.map_batches(
+        _Replica,
+        fn_constructor_kwargs={"make_forward_ref": [ref], "device": "cuda" if use_gpu else "cpu", "threads": threads},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=lo, max_size=hi),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=replica_cpus,
+    )
+
+    state: dict[int, dict] = {}
+    done: set[int] = set()
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        keys = [k for k in batch if k.startswith("out_")]
+        for r in range(len(batch["tid"])):
+            tid = int(batch["tid"][r])
+            if tid in done:
+                continue  # a copy from a retried task
+            nviews = int(batch["nviews"][r])
+            if nviews == 0:
+                done.add(tid)
+                on_done(paths[tid], None, None, str(batch["error"][r]))
+                progress.video_done()
+                continue
+            st = state.setdefault(tid, {"views": {}})
+            view = int(batch["view"][r])
+            if view in st["views"]:
+                continue
+            st["views"][view] = {k[4:]: batch[k][r] for k in keys}
+            if len(st["views"]) == nviews:
+                del state[tid]
+                done.add(tid)
+                outs = {k[4:]: torch.from_numpy(np.stack([st["views"][v][k[4:]] for v in range(nviews)])) for k in keys}
+                progress.add_clips(nviews)
+                on_done(paths[tid], json.loads(str(batch["info"][r])), outs, "")
+                progress.video_done()
+    if len(done) != len(paths):
+        missing = [paths[t] for t in range(len(paths)) if t not in done][:3]
+        raise VidtokError(f"--engine ray: {len(paths) - len(done)} videos never came back (e.g. {missing}); --resume")
