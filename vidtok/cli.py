@@ -588,15 +588,19 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
     if out is None:
         import csv
 
+        from vidtok.engine.infer_io import csv_cell, encode_path, safe_text
+
         k = max((len(r["labels"]) for r in rows), default=0)
         w = csv.writer(sys.stdout, lineterminator="\n")
         topk_cols = [f"{c}_{i}" for i in range(1, k + 1) for c in ("label", "prob")]
         w.writerow(["path", "status", "duration", "views", *topk_cols, "error"])
         for r in rows:
-            pairs = [v for lp in zip(r["labels"], (f"{p:.4f}" for p in r["probs"]), strict=True) for v in lp]
+            labels = [csv_cell(safe_text(x)) for x in r["labels"]]
+            pairs = [v for lp in zip(labels, (f"{p:.4f}" for p in r["probs"]), strict=True) for v in lp]
             pairs += [""] * (2 * k - len(pairs))
             dur = "" if r["duration"] is None else f"{r['duration']:.2f}"
-            w.writerow([r["path"], r["status"], dur, r["views"], *pairs, r["error"]])
+            path, error = csv_cell(encode_path(r["path"])), csv_cell(safe_text(r["error"]))
+            w.writerow([path, r["status"], dur, r["views"], *pairs, error])
 
 
 @cli.command()

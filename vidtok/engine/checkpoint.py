@@ -90,10 +90,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, file_mode())
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())  # after write(): a writer may have replaced the file (safetensors does)
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())

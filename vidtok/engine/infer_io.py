@@ -55,6 +55,7 @@ __all__ = [
     "decode_path",
     "csv_cell",
     "csv_uncell",
+    "safe_text",
     "output_exists",
 ]
 
@@ -110,7 +111,7 @@ def decode_path(text: str) -> str:
     return os.fsdecode(bytes(raw))
 
 
-def _text(s: str) -> str:
+def safe_text(s: str) -> str:
     """Free text (an error message naming a non-UTF-8 file) made writable as UTF-8: bad bytes as ``\\xHH``."""
     return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
@@ -363,10 +364,10 @@ def _row_to_csv(row: dict, topk: int) -> list[str]:
     labels, probs, idx = row.get("labels") or [], row.get("probs") or [], row.get("indices") or []
     for i in range(topk):
         if i < len(labels):
-            out += [csv_cell(_text(labels[i])), f"{probs[i]:.6f}", str(idx[i])]
+            out += [csv_cell(safe_text(labels[i])), f"{probs[i]:.6f}", str(idx[i])]
         else:
             out += ["", "", ""]
-    return [*out, csv_cell(_text(row.get("error") or ""))]
+    return [*out, csv_cell(safe_text(row.get("error") or ""))]
 
 
 def _csv_to_row(rec: dict) -> dict:
@@ -608,7 +609,7 @@ class ClassifyWriter:
             )
             cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
             cols["path"] = [encode_path(p) for p in cols["path"]]
-            cols["error"] = [_text(e or "") for e in cols["error"]]
+            cols["error"] = [safe_text(e or "") for e in cols["error"]]
             table = pa.table(cols, schema=schema)
             _write_atomic(self.out, lambda tmp: pq.write_table(table, tmp))
         else:
@@ -621,7 +622,7 @@ class ClassifyWriter:
 
 def _json_row(row: dict) -> str:
     """One JSON line of a classify row (paths as :func:`encode_path` writes them; readable UTF-8 otherwise)."""
-    rec = dict(row, path=encode_path(row["path"]), error=_text(row.get("error") or ""))
+    rec = dict(row, path=encode_path(row["path"]), error=safe_text(row.get("error") or ""))
     return json.dumps(rec, ensure_ascii=False) + "\n"
 
 
@@ -642,7 +643,7 @@ def _write_errors(out: Path, rows: Iterable[dict]) -> Path | None:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["path", "error"])
             for r in bad:
-                w.writerow([_path_cell(r["path"]), csv_cell(_text(r.get("error") or ""))])
+                w.writerow([_path_cell(r["path"]), csv_cell(safe_text(r.get("error") or ""))])
 
     _write_atomic(path, write)
     return path

@@ -117,6 +117,8 @@ def save_model(
     """
     from safetensors.torch import save_file
 
+    from vidtok.engine.checkpoint import file_mode
+
     path = Path(path)
     # unwrap torch.compile (OptimizedModule._orig_mod) and DDP / DataParallel (.module): their state_dict keys carry a
     # prefix the rebuilt model would not have
@@ -150,6 +152,7 @@ def save_model(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, file_mode())  # safetensors writes 0600; the user's umask decides, as for any file
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
