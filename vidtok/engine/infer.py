@@ -354,7 +354,12 @@ def _run_loop(
                     # is waiting (if decoding is the bottleneck, partial parts cost nothing and rows get written
                     # sooner), not at all when a full part is ready. Take no more than `cap` views, so that decoded
                     # videos wait in the pool, whose back-pressure then stops giving workers new files.
-                    wait = None if queued_views == 0 else (0.0 if queued_views >= part else 0.2)
+                    # With parts in flight, never block for long: their rows are written as soon as they are done,
+                    # even while a slow file holds up the pool (an interrupted job keeps them).
+                    if queued_views == 0:
+                        wait = 0.05 if inflight else None
+                    else:
+                        wait = 0.0 if queued_views >= part else 0.2
                     waited = wait is not None and wait > 0
                     item = pool.get(timeout=wait)
                     while item is not None:
