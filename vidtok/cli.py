@@ -608,7 +608,7 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
 @click.option(
     "--checkpoint", "-c", required=True, callback=_existing, help="vidtok checkpoint (.safetensors) or run folder."
 )
-@click.option("--out", "-o", required=True, help="emb.parquet | emb.npy | emb.safetensors (+ emb.index.csv).")
+@click.option("--out", "-o", required=True, help="emb.parquet | emb.npy | emb.safetensors (+ OUT.index.csv).")
 @click.option("--window", default=None, help="Window length, e.g. 2s (default: the model's clip length).")
 @click.option("--hop", default=None, help="Hop between windows, e.g. 1s (default: the window).")
 @click.option("--per-video", is_flag=True, help="One vector per video (mean over the checkpoint's test clips).")
@@ -619,7 +619,7 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
 def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, tokens, **kw) -> None:
     """Clip embeddings (pre-logits features) of every video in PATHS, over sliding windows or one per video.
 
-    Vectors go to --out (.parquet holds the index columns too; .npy / .safetensors get OUT_STEM.index.csv with
+    Vectors go to --out (.parquet holds the index columns too; .npy / .safetensors get OUT.index.csv with
     path, clip_start, clip_end, row). Videos that fail are listed in OUT.errors.csv. Under torchrun every process
     takes a shard and rank 0 merges.
 

@@ -819,7 +819,7 @@ def embed(
     Args:
         paths: files, folders (searched recursively by ``extensions``) or ``@list.txt`` files.
         checkpoint: a vidtok checkpoint / run folder, or a loaded model.
-        out: ``.parquet`` (index columns + ``embedding``), ``.npy`` or ``.safetensors`` (+ ``OUT_STEM.index.csv``);
+        out: ``.parquet`` (index columns + ``embedding``), ``.npy`` or ``.safetensors`` (+ ``OUT.index.csv``);
             None keeps everything in memory.
         window: window length in seconds (``"2s"``); default: the model's clip (``num_frames`` x ``frame_stride``
             frames). ``num_frames`` frames are spread evenly over each window.
