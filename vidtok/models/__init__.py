@@ -47,22 +47,17 @@ def count_macs(model: Any, input_shape: tuple[int, ...]) -> int:
 
     dev = next(model.parameters()).device
     saved = [(m, m.backend) for m in model.modules() if isinstance(m, Attention)]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     try:
         for m, _ in saved:
             m.backend = "math"
-        for p, _ in grads:  # instead of no_grad, which FlopCounterMode's module tracker trips over
-            p.requires_grad_(False)
         model.eval()
         counter = FlopCounterMode(display=False)
-        with counter:
+        with torch.no_grad(), counter:
             model(torch.zeros(input_shape, device=dev))
     finally:
         for m, b in saved:
             m.backend = b
-        for p, r in grads:
-            p.requires_grad_(r)
         model.train(was_training)
     return counter.get_total_flops() // 2
 

@@ -6,10 +6,12 @@ Format (version 1)::
     metadata  {"format": "vidtok", "format_version": "1",
                "model": JSON {"name": registry name, "kwargs": {create_model keyword overrides}},
                "pretrained_cfg": JSON {"mean", "std", "num_frames", "frame_stride", "crop_size", "short_side",
-                                       "test_clips", "test_crops", "class_names"},
+                                       "test_clips", "test_crops", "class_names", "interpolation"},
                "config": JSON of the resolved run Config (optional)}
 
-``create_model(name, **kwargs)`` rebuilds the architecture, so a checkpoint needs no code or YAML beside it.
+``create_model(name, **kwargs)`` rebuilds the architecture, so a checkpoint needs no code or YAML beside it. On load,
+``pretrained_cfg`` also gets timm's derived keys (``input_size``, ``crop_pct``, ``first_conv``, ``classifier``,
+``num_classes``; see :func:`make_pretrained_cfg`); they are not stored, so older files load exactly the same.
 Nothing is ever unpickled. Every problem with a file is a :class:`~vidtok.errors.CheckpointError` naming the file and
 what is wrong with it (missing, not safetensors, truncated, not a vidtok checkpoint, unknown model, shape mismatch).
 """
@@ -34,6 +36,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "DEFAULT_PRETRAINED_CFG",
+    "TIMM_KEYS",
     "save_model",
     "load_model",
     "read_checkpoint",
@@ -58,12 +61,18 @@ DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
     "test_crops": 1,
     "class_names": [],
 }
+# timm's model contract: keys timm's data-config resolution and tools read. They are derived from the keys above every
+# time a pretrained_cfg is completed (so checkpoints written before they existed load with them, and they never
+# disagree with crop_size / short_side); ``interpolation`` is the one stored setting among them.
+TIMM_KEYS = ("input_size", "interpolation", "crop_pct", "first_conv", "classifier", "num_classes")
 
 _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
 
 
 def make_pretrained_cfg(model: nn.Module | None = None, **overrides: Any) -> dict[str, Any]:
-    """A complete ``pretrained_cfg``: defaults, then ``model.pretrained_cfg`` and ``model`` sizes, then overrides.
+    """A complete ``pretrained_cfg``: defaults, then ``model.pretrained_cfg`` and ``model`` sizes, then overrides,
+    then timm's keys derived from them (:data:`TIMM_KEYS`: ``input_size`` (C, H, W), ``interpolation``,
+    ``crop_pct`` = crop_size / short_side, ``first_conv``, ``classifier``, ``num_classes``).
 
     ``num_frames`` and ``crop_size`` default to the model's own ``model_kwargs`` (``num_frames`` / ``img_size``) when
     present, so a checkpoint of a 16-frame 160² model says so even if nobody filled them in.
@@ -82,6 +91,17 @@ def make_pretrained_cfg(model: nn.Module | None = None, **overrides: Any) -> dic
     cfg["class_names"] = [str(c) for c in cfg.get("class_names") or []]
     for key in ("num_frames", "frame_stride", "crop_size", "short_side", "test_clips", "test_crops"):
         cfg[key] = int(cfg[key])
+    patch_embed = getattr(model, "patch_embed", None)
+    in_chans = int(getattr(patch_embed, "in_chans", 3))
+    cfg["input_size"] = [in_chans, cfg["crop_size"], cfg["crop_size"]]  # timm (C, H, W); frames in num_frames
+    cfg["interpolation"] = str(cfg.get("interpolation") or "bilinear")  # the test-time short-side resize
+    cfg["crop_pct"] = round(cfg["crop_size"] / max(cfg["short_side"], 1), 4)  # resize to crop / crop_pct, centre crop
+    cfg["first_conv"] = "patch_embed.proj"
+    cfg["classifier"] = "head"
+    if model is not None and hasattr(model, "num_classes"):
+        cfg["num_classes"] = int(model.num_classes)
+    else:
+        cfg.pop("num_classes", None)
     return cfg
 
 
@@ -138,6 +158,7 @@ def save_model(
     except TypeError as e:
         raise CheckpointError(f"{path}: model_kwargs of {name!r} are not JSON-serialisable: {e}") from e
     cfg = make_pretrained_cfg(model, **(pretrained_cfg or {}))
+    cfg = {k: v for k, v in cfg.items() if k not in TIMM_KEYS or k == "interpolation"}  # the rest is derived on load
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -340,7 +340,8 @@ class ViViT(nn.Module):
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.img_size = img
-        self.embed_dim = self.num_features = embed_dim
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim  # timm: token and pre-logits width
+        self.grad_checkpointing = False
         self.depth = depth
         self.attn_type = attn_type
         self.reduced_attn_type = reduced_attn_type
@@ -493,6 +494,21 @@ class ViViT(nn.Module):
             n for n, p in self.named_parameters() if n in keep or n.startswith("pos_embed.") or p.ndim <= 1
         }  # fmt: skip
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each transformer block's activations in the backward pass instead of storing them (timm's
+        method; ``torch.utils.checkpoint`` with ``use_reentrant=False``, RNG state preserved, so dropout / drop-path
+        give the same gradients). Only active while autograd records: inference, ``torch.export`` and ONNX export are
+        unaffected."""
+        self.grad_checkpointing = bool(enable)
+
+    def _run(self, blk: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        """``blk(*args, **kwargs)``, through activation checkpointing when it is on and gradients are recorded."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(blk, *args, use_reentrant=False, **kwargs)
+        return blk(*args, **kwargs)
+
     def set_attn_backend(self, backend: str) -> None:
         """Switch every attention layer to ``backend`` ("auto", "triton", "sdpa", "math")."""
         from vidtok.kernels import BACKENDS
@@ -521,7 +537,7 @@ class ViViT(nn.Module):
         tokens = self.patch_embed(x)  # (B, T', S, D)
         T, S, D = tokens.shape[1:]
         grid = self.patch_embed.grid(*x.shape[2:])
-        patch_pe, prefix_pe = self.pos_embed(grid)
+        patch_pe, prefix_pe = self.pos_embed.tables(grid)
         if patch_pe is not None:
             tokens = tokens + patch_pe.to(tokens.dtype)
         if self.class_token == "none":
@@ -578,7 +594,7 @@ class ViViT(nn.Module):
         red, keep, index, attn = self.reducer, None, None, None  # keep (B, T, N): 1 token, 0 padding / pruned
         if red is not None and red.at_embed:
             cls, p = self._split(x, T)
-            out = red(p, video=video, patch_embed=self.patch_embed, pos=self.pos_embed(grid)[0], grid=grid)
+            out = red(p, video=video, patch_embed=self.patch_embed, pos=self.pos_embed.tables(grid)[0], grid=grid)
             x, keep, index = self._merge(cls, out.tokens), out.keep, out.info.get("index")
             if return_aux:
                 aux.update({f"reducer_{n}": v for n, v in out.info.items()})
@@ -595,7 +611,7 @@ class ViViT(nn.Module):
                 if return_aux:
                     aux.update({f"reducer_{n}": v for n, v in out.info.items()})
             if red is not None and keep is not None:
-                x = blk(x, T, key_weight=self._key_weight(keep, x))
+                x = self._run(blk, x, T, key_weight=self._key_weight(keep, x))
                 continue
             if (
                 red is not None
@@ -604,7 +620,7 @@ class ViViT(nn.Module):
                 and isinstance(blk, Block)
                 and blk.attn.axis == "joint"
             ):
-                x, attn = blk(x, T, return_attn=True)  # the reducer's significance scores come from these
+                x, attn = self._run(blk, x, T, return_attn=True)  # the reducer's significance scores come from these
                 continue
             if i == k and self.token_learner is not None:
                 cls, p = self._split(x, T)
@@ -617,7 +633,7 @@ class ViViT(nn.Module):
             if self.token_fusers is not None and i >= k:
                 j = i - k
                 y, maps = self.token_learners[j](x, grid[1:], return_maps=True)
-                y = blk(y, y.shape[1])
+                y = self._run(blk, y, y.shape[1])
                 x = x + self.token_fusers[j](y, x)
                 if return_aux and j == 0:
                     aux["learned_tokens"] = y
@@ -632,7 +648,7 @@ class ViViT(nn.Module):
             ):
                 x, aux["last_attn"] = blk(x, T, return_attn=True)
             else:
-                x = blk(x, T)
+                x = self._run(blk, x, T)
         if self.attn_type == "fe":
             x = self.norm_spatial(x)
             B, D = x.shape[0], x.shape[-1]
@@ -648,7 +664,7 @@ class ViViT(nn.Module):
                 if return_aux and j == len(self.temporal_blocks) - 1:
                     z, aux["last_attn"] = blk(z, return_attn=True)
                 else:
-                    z = blk(z)
+                    z = self._run(blk, z)
             x = z  # (B, 1, 1 + T', D)
         x = self.norm(x)
         if keep is not None and self.attn_type != "fe":  # masked slots → masked mean, so mean pooling stays exact
@@ -704,15 +720,16 @@ _SIZES = {
 
 
 def _build(defaults: dict[str, Any], overrides: dict[str, Any], pretrained_cfg: dict[str, Any]) -> ViViT:
+    from vidtok.models.hub import make_pretrained_cfg
+
     args = {**defaults, **overrides}
     model = ViViT(**args)
-    model.pretrained_cfg = {
+    model.pretrained_cfg = make_pretrained_cfg(
+        model,
         **pretrained_cfg,
-        "mean": list(pretrained_cfg["mean"]),
-        "std": list(pretrained_cfg["std"]),
-        "num_frames": args.get("num_frames", 32),
-        "crop_size": args["img_size"] if isinstance(args.get("img_size", 224), int) else args["img_size"][0],
-    }
+        num_frames=args.get("num_frames", 32),
+        crop_size=args["img_size"] if isinstance(args.get("img_size", 224), int) else args["img_size"][0],
+    )
     return model
 
 

@@ -112,7 +112,20 @@ class PosEmbed(nn.Module):
         return {n for n, _ in self.named_parameters()}
 
     def forward(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Tables for ``grid``: ``(patch (T', Hp·Wp, D) or None, prefix (num_prefix, D) or None)``."""
+        """Tables for ``grid``: ``(patch (T', Hp·Wp, D) or None, prefix (num_prefix, D) or None)``, as new tensors.
+
+        Module outputs that are views of parameters trip torch's module tracker (``FlopCounterMode`` under
+        ``no_grad``: "Expected gradient function to be set"), so the module call returns copies; the backbone reads
+        the tables through :meth:`tables` (no copy, no module hooks).
+        """
+        patch, prefix = self.tables(grid)
+        return (
+            patch.clone() if patch is not None else None,
+            prefix.clone() if prefix is not None else None,
+        )
+
+    def tables(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Like :meth:`forward`, but the tables may be views of the parameters."""
         T, H, W = grid
         T0, H0, W0 = self.grid
         if self.kind == "none":
