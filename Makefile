@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,decord,torchcodec,triton,viz,parquet,report,ray]'
+	$(PY) -m pip install -q -e '.[dev,decord,torchcodec,triton,viz,parquet,report,ray,export,tensorboard]'
 	@touch $@
 
 setup: $(VENV)/.installed

@@ -871,6 +871,40 @@ def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
     run_demo(out_dir, shuffle_frames=shuffle_frames, overrides=overrides, progress=not no_progress, echo=click.echo)
 
 
+@cli.command(name="export")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "torch-export"]),
+    default=None,
+    help="onnx (onnxruntime) or torch-export (.pt2, torch.export.load). Default: from OUT's suffix (.pt2 or .onnx).",
+)
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: torch's).")
+@click.option("--no-verify", is_flag=True, help="Skip running the exported file against PyTorch.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT (and OUT.json) if they exist.")
+def export_cmd(checkpoint: str, out: str, fmt: str | None, opset: int | None, no_verify: bool, overwrite: bool) -> None:
+    """Export CHECKPOINT (file or run folder) to ONNX or a torch.export program, dynamic batch size.
+
+    The preprocessing (mean, std, frames, stride, crop, resize) and class names travel inside the file (ONNX
+    metadata_props / the .pt2's extra files) and in OUT.json beside it. Input "video" float32 (B, C, T, H, W),
+    output "logits" (B, num_classes).
+
+    \b
+    Examples:
+      vidtok export runs/demo model.onnx
+      vidtok export runs/demo model.pt2 --format torch-export
+      vidtok export runs/demo model.onnx --overwrite --no-verify
+    """
+    from vidtok.export import export_model
+
+    res = export_model(checkpoint, out, format=fmt, overwrite=overwrite, verify=not no_verify, opset=opset)
+    click.echo(f"wrote {res['path']} ({res['format']}) and {res['json']}")
+    if res["max_abs_diff"] is not None:
+        click.echo(f"verified: max |logits - PyTorch| = {res['max_abs_diff']:.2e} on a random batch of 3")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="vidtok")

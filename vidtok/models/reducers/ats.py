@@ -58,12 +58,16 @@ class AdaptiveTokenSampling(TokenReducer):
         cdf = p.cumsum(-1)  # (M, N)
         cdf[:, -1] = 1.0 + 1e-6  # every point lands on a token despite rounding
         u = (torch.arange(k, device=scores.device, dtype=torch.float32) + 0.5) / k  # (k,)
-        idx = torch.searchsorted(cdf.contiguous(), u[None].expand(M, k).contiguous(), right=False)  # (M, k) sorted
+        # searchsorted(cdf, u) as a count (cdf is non-decreasing): the same indices, and it exports to ONNX, which
+        # has no searchsorted
+        idx = (cdf[:, None, :] < u[None, :, None]).sum(-1)  # (M, k) sorted
         idx = idx.clamp_max(N - 1)
         first = torch.ones_like(idx, dtype=torch.bool)
         first[:, 1:] = idx[:, 1:] != idx[:, :-1]  # sorted, so duplicates are adjacent
         # compact: unique indices first (stable), duplicates become padding
-        order = torch.sort((~first).to(torch.int8), dim=1, stable=True).indices  # (M, k)
+        # (a plain sort on distinct keys = the stable sort on ~first; ONNX has no stable sort)
+        key = (~first).long() * k + torch.arange(k, device=idx.device)  # (M, k)
+        order = torch.sort(key, dim=1).indices  # (M, k)
         idx = idx.gather(1, order)
         valid = first.gather(1, order)
         last = idx.gather(1, (valid.sum(1, keepdim=True) - 1).clamp_min(0))
