@@ -113,7 +113,7 @@ def test_cli_export_refuses_to_overwrite(tmp_path):
     assert "torch-export" in res.output and "verified: max |logits - PyTorch|" in res.output
     assert out.is_file() and (tmp_path / "out" / "model.pt2.json").is_file()
     res = CliRunner().invoke(cli, ["export", str(ckpt), str(out)])
-    assert res.exit_code == 1 and "exists; pass --overwrite" in res.output
+    assert res.exit_code == 2 and "exists; pass --overwrite" in res.output
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.onnx")])
     assert res.exit_code != 0 and res.output.startswith("error: ") and "no such file" in res.output
 

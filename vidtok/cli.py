@@ -327,7 +327,16 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
 
 @cli.command()
 @click.argument("src", type=click.Path(), callback=_existing)
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path())
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["vidtok", "hf"]),
+    default="vidtok",
+    show_default=True,
+    help="vidtok: SRC (HF or 2D ViT) -> a vidtok checkpoint. hf: SRC (a vidtok checkpoint) -> a Hugging Face folder.",
+)
+@click.option("--overwrite", is_flag=True, help="--to hf: write into an existing non-empty OUT folder.")
 @click.option(
     "--arch",
     type=click.Choice(["auto", "vivit", "videomae", "timesformer", "vit2d"]),
@@ -363,6 +372,8 @@ def plot(run_dir: str, out: str | None, title: str | None) -> None:
 def convert(
     src: str,
     out: str,
+    target: str,
+    overwrite: bool,
     arch: str,
     model_name: str | None,
     num_frames: int | None,
@@ -381,7 +392,19 @@ def convert(
       vidtok convert hf/videomae-base-finetuned-kinetics videomae_k400.safetensors
       vidtok convert vit_b_16.pth vivit_b16x2_in1k.safetensors --arch vit2d --model vivit_b16x2 --num-frames 32
       vidtok convert vit_b_16.pth tokshift_b16.safetensors --arch vit2d --model tokshift_b16 --num-frames 8
+      vidtok convert --to hf runs/vivit/model.safetensors hf/my-vivit   # ViViT Model 1 / VideoMAE / TimeSformer
     """
+    if target == "hf":
+        vit2d = {"--arch": arch != "auto", "--model": model_name, "--num-frames": num_frames, "--img-size": img_size,
+                 "--num-classes": num_classes, "--num-heads": num_heads, "--tubelet-init": tubelet_init != "central",
+                 "--frame-stride": frame_stride}  # fmt: skip
+        bad = [k for k, v in vit2d.items() if v]
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: not used by --to hf (the checkpoint fixes the architecture)")
+        if os.path.exists(out) and (not os.path.isdir(out) or (os.listdir(out) and not overwrite)):
+            raise ConfigError(f"{out} exists; pass --overwrite to write into it (--to hf writes a folder)", key="out")
+    elif os.path.isdir(out):
+        raise ConfigError(f"{out} is a folder; OUT is the .safetensors file to write", key="out")
     from vidtok.convert import convert as run_convert
 
     pcfg: dict = {}
@@ -392,6 +415,11 @@ def convert(
 
         text = read_text(classes_file, what="class names file")
         pcfg["class_names"] = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if target == "hf":
+        from vidtok.convert import convert_to_hf
+
+        click.echo(f"wrote {convert_to_hf(src, out, overwrite=overwrite, class_names=pcfg.get('class_names'))}")
+        return
     path = run_convert(
         src,
         out,
@@ -872,7 +900,7 @@ def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
 
 
 @cli.command(name="export")
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=click.Path(), callback=_existing)
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option(
     "--format",
@@ -881,7 +909,7 @@ def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
     default=None,
     help="onnx (onnxruntime) or torch-export (.pt2, torch.export.load). Default: from OUT's suffix (.pt2 or .onnx).",
 )
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: torch's).")
+@click.option("--opset", type=click.IntRange(min=7), default=None, help="ONNX opset (default: torch's).")
 @click.option("--no-verify", is_flag=True, help="Skip running the exported file against PyTorch.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT (and OUT.json) if they exist.")
 def export_cmd(checkpoint: str, out: str, fmt: str | None, opset: int | None, no_verify: bool, overwrite: bool) -> None:
@@ -897,6 +925,9 @@ def export_cmd(checkpoint: str, out: str, fmt: str | None, opset: int | None, no
       vidtok export runs/demo model.pt2 --format torch-export
       vidtok export runs/demo model.onnx --overwrite --no-verify
     """
+    for p in (out, out + ".json"):
+        if os.path.lexists(p) and not overwrite:
+            raise ConfigError(f"{p} exists; pass --overwrite to replace it", key="out")
     from vidtok.export import export_model
 
     res = export_model(checkpoint, out, format=fmt, overwrite=overwrite, verify=not no_verify, opset=opset)

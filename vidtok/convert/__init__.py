@@ -4,6 +4,9 @@
 ``config.json`` of model_type vivit / videomae / timesformer goes through :mod:`vidtok.convert.hf`; a bare 2D ViT
 state dict (torchvision ``vit_b_16`` or timm ``vit_base_patch16_224`` layout) through :mod:`vidtok.convert.vit2d`.
 The result is one ``.safetensors`` file that :func:`vidtok.load_model` opens.
+
+``convert_to_hf(ckpt, out)`` is the reverse direction: a vidtok checkpoint → a Hugging Face folder, through the
+same name table (:func:`vidtok.convert.hf.name_rules`) read right to left.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["convert", "CONVERT_ARCHS"]
+__all__ = ["convert", "convert_to_hf", "CONVERT_ARCHS"]
 
 CONVERT_ARCHS = ("auto", "vivit", "videomae", "timesformer", "vit2d")
 
@@ -105,3 +108,21 @@ def convert(
             raise CheckpointError(f"{src}: {', '.join(bad)} only apply to --arch vit2d (HF configs fix them)")
         model, _ = convert_hf(src, arch=arch, model_name=model_name)
     return save_model(model, out, pretrained_cfg=pretrained_cfg)
+
+
+def convert_to_hf(
+    src: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, class_names: list[str] | None = None
+) -> Path:
+    """The reverse direction: a vidtok checkpoint (ViViT Model 1, VideoMAE or TimeSformer) → a Hugging Face folder
+    (config.json, model.safetensors, preprocessor_config.json) that transformers' ``from_pretrained`` loads.
+
+    TokenLearner, TokShift, other token reducers and factorised models have no transformers counterpart and are
+    refused with one line (:func:`vidtok.convert.hf.hf_arch_of`).
+    """
+    from vidtok.convert.hf import export_hf
+    from vidtok.models.hub import load_model
+
+    model = load_model(src)
+    if class_names:
+        model.pretrained_cfg["class_names"] = list(class_names)
+    return export_hf(model, out, overwrite=overwrite)

@@ -32,7 +32,18 @@ from torch import nn
 from vidtok.convert._io import find_weight_files, read_json, read_state_dict
 from vidtok.errors import CheckpointError
 
-__all__ = ["HFSource", "ARCHS", "read_hf_source", "detect_arch", "convert_hf", "hf_pretrained_cfg"]
+__all__ = [
+    "HFSource",
+    "ARCHS",
+    "LAYOUTS",
+    "read_hf_source",
+    "detect_arch",
+    "convert_hf",
+    "hf_pretrained_cfg",
+    "name_rules",
+    "hf_arch_of",
+    "export_hf",
+]
 
 ARCHS = ("vivit", "videomae", "timesformer")
 
@@ -181,37 +192,118 @@ class _Taker:
         return sorted(self.state)
 
 
-def _block_common(take: _Taker, i: int, out: dict[str, torch.Tensor], *, qkv: str) -> None:
-    """The pre-norm ViT block parts every HF video model shares, into canonical timm-like names."""
-    L = f"encoder.layer.{i}"
-    c = f"blocks.{i}"
-    out[f"{c}.norm1.weight"] = take(f"{L}.layernorm_before.weight")
-    out[f"{c}.norm1.bias"] = take(f"{L}.layernorm_before.bias")
-    out[f"{c}.norm2.weight"] = take(f"{L}.layernorm_after.weight")
-    out[f"{c}.norm2.bias"] = take(f"{L}.layernorm_after.bias")
-    out[f"{c}.attn.proj.weight"] = take(f"{L}.attention.output.dense.weight")
-    out[f"{c}.attn.proj.bias"] = take(f"{L}.attention.output.dense.bias")
-    out[f"{c}.mlp.fc1.weight"] = take(f"{L}.intermediate.dense.weight")
-    out[f"{c}.mlp.fc1.bias"] = take(f"{L}.intermediate.dense.bias")
-    out[f"{c}.mlp.fc2.weight"] = take(f"{L}.output.dense.weight")
-    out[f"{c}.mlp.fc2.bias"] = take(f"{L}.output.dense.bias")
-    a = f"{L}.attention.attention"
-    if qkv == "fused":  # TimeSformer: one qkv linear already
-        out[f"{c}.attn.qkv.weight"] = take(f"{a}.qkv.weight")
-        if take.has(f"{a}.qkv.bias"):
-            out[f"{c}.attn.qkv.bias"] = take(f"{a}.qkv.bias")
-        return
-    q, k, v = take(f"{a}.query.weight"), take(f"{a}.key.weight"), take(f"{a}.value.weight")
-    out[f"{c}.attn.qkv.weight"] = torch.cat([q, k, v], 0)  # (3·D, D) in q, k, v order
-    if qkv == "qkv":  # ViViT: q, k, v biases (or none)
-        if take.has(f"{a}.query.bias"):
-            qb, kb, vb = take(f"{a}.query.bias"), take(f"{a}.key.bias"), take(f"{a}.value.bias")
-            out[f"{c}.attn.qkv.bias"] = torch.cat([qb, kb, vb], 0)
-    elif qkv == "qv":  # VideoMAE: separate q and v biases, no k bias (vidtok Attention qkv_bias="qv")
-        if take.has(f"{a}.q_bias"):
-            out[f"{c}.attn.q_bias"], out[f"{c}.attn.v_bias"] = take(f"{a}.q_bias"), take(f"{a}.v_bias")
-        elif take.has(f"{a}.query.bias"):
-            out[f"{c}.attn.q_bias"], out[f"{c}.attn.v_bias"] = take(f"{a}.query.bias"), take(f"{a}.value.bias")
+# One name table per architecture, read in both directions: ``import`` (HF -> vidtok, :func:`convert_hf`) and
+# ``export`` (vidtok -> HF, :func:`export_hf`). A rule is ``(vidtok name, HF names, op)``:
+#   "copy"  one tensor as it is;
+#   "qkv"   HF's query / key / value rows, concatenated into vidtok's fused qkv (export splits them again);
+#   "t1"    TimeSformer's Conv2d patch kernel (D, C, p, p) <-> vidtok's Conv3d kernel with t = 1 (D, C, 1, p, p).
+# HF names are the on-disk layout ``save_pretrained`` writes and the Hub holds; vidtok names are
+# vidtok.models.vivit.ViViT's: patch_embed.proj.* (Conv3d), cls_token, pos_embed.table (joint, CLS row first) or
+# pos_embed.{spatial,temporal} (separable), blocks.i.{norm1,attn.qkv,attn.q_bias,attn.v_bias,attn.proj,norm2,mlp.fc1,
+# mlp.fc2}, blocks.i.{norm_t,attn_t.*,proj_t} (TimeSformer), norm, fc_norm, head.
+Rule = tuple[str, tuple[str, ...], str]
+
+# The vidtok architecture each HF model is (create_model keyword arguments; sizes come from the config).
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "vivit": dict(attn_type="joint", class_token="global", pos_embed="joint", pool="cls"),
+    # HF builds VideoMAE's fc_norm with nn.LayerNorm's default eps, not layer_norm_eps
+    "videomae": dict(attn_type="joint", class_token="none", pos_embed="sincos", pool="mean", fc_norm=True,
+                     fc_norm_eps=1e-5),
+    # divided space-time: temporal attention (+ temporal_dense), then spatial, then MLP
+    "timesformer": dict(attn_type="fsa", attn_order="time_space", temporal_proj=True, class_token="global",
+                        pos_embed="separable", pool="cls"),
+}  # fmt: skip
+_HF_CLASSES = {
+    "vivit": "VivitForVideoClassification",
+    "videomae": "VideoMAEForVideoClassification",
+    "timesformer": "TimesformerForVideoClassification",
+}
+
+
+def _pair_rules(c: str, h: str) -> list[Rule]:
+    return [(f"{c}.weight", (f"{h}.weight",), "copy"), (f"{c}.bias", (f"{h}.bias",), "copy")]
+
+
+def name_rules(arch: str, num_layers: int, *, qkv_bias: str) -> list[Rule]:
+    """The tensor-name table of ``arch`` with ``num_layers`` blocks; ``qkv_bias`` as vidtok's Attention names it
+    ("all", "qv" or "none")."""
+    P = arch
+    rules: list[Rule] = []
+    emb = f"{P}.embeddings"
+    if arch == "vivit":
+        rules += [
+            ("cls_token", (f"{emb}.cls_token",), "copy"),
+            ("pos_embed.table", (f"{emb}.position_embeddings",), "copy"),
+        ]
+    elif arch == "timesformer":
+        rules += [
+            ("cls_token", (f"{emb}.cls_token",), "copy"),
+            ("pos_embed.spatial", (f"{emb}.position_embeddings",), "copy"),  # (1, 1 + H'·W', D), CLS row first
+            ("pos_embed.temporal", (f"{emb}.time_embeddings",), "copy"),  # added to patch tokens only
+        ]
+    proj = f"{emb}.patch_embeddings.projection"
+    rules += [
+        ("patch_embed.proj.weight", (f"{proj}.weight",), "t1" if arch == "timesformer" else "copy"),
+        ("patch_embed.proj.bias", (f"{proj}.bias",), "copy"),
+    ]
+    for i in range(num_layers):
+        L, c = f"{P}.encoder.layer.{i}", f"blocks.{i}"
+        a = f"{L}.attention.attention"
+        rules += _pair_rules(f"{c}.norm1", f"{L}.layernorm_before")
+        if arch == "timesformer":  # one qkv linear already
+            rules.append((f"{c}.attn.qkv.weight", (f"{a}.qkv.weight",), "copy"))
+            if qkv_bias == "all":
+                rules.append((f"{c}.attn.qkv.bias", (f"{a}.qkv.bias",), "copy"))
+        else:
+            rules.append((f"{c}.attn.qkv.weight", (f"{a}.query.weight", f"{a}.key.weight", f"{a}.value.weight"), "qkv"))
+            if qkv_bias == "all":
+                rules.append((f"{c}.attn.qkv.bias", (f"{a}.query.bias", f"{a}.key.bias", f"{a}.value.bias"), "qkv"))
+            elif qkv_bias == "qv":  # VideoMAE: separate q and v biases, no k bias
+                rules += [
+                    (f"{c}.attn.q_bias", (f"{a}.q_bias",), "copy"),
+                    (f"{c}.attn.v_bias", (f"{a}.v_bias",), "copy"),
+                ]
+        rules += _pair_rules(f"{c}.attn.proj", f"{L}.attention.output.dense")
+        rules += _pair_rules(f"{c}.norm2", f"{L}.layernorm_after")
+        rules += _pair_rules(f"{c}.mlp.fc1", f"{L}.intermediate.dense")
+        rules += _pair_rules(f"{c}.mlp.fc2", f"{L}.output.dense")
+        if arch == "timesformer":
+            t = f"{L}.temporal_attention"
+            rules += _pair_rules(f"{c}.norm_t", f"{L}.temporal_layernorm")
+            rules.append((f"{c}.attn_t.qkv.weight", (f"{t}.attention.qkv.weight",), "copy"))
+            if qkv_bias == "all":
+                rules.append((f"{c}.attn_t.qkv.bias", (f"{t}.attention.qkv.bias",), "copy"))
+            rules += _pair_rules(f"{c}.attn_t.proj", f"{t}.output.dense")
+            rules += _pair_rules(f"{c}.proj_t", f"{L}.temporal_dense")
+    rules += _pair_rules("fc_norm", "fc_norm") if arch == "videomae" else _pair_rules("norm", f"{P}.layernorm")
+    rules += _pair_rules("head", "classifier")
+    return rules
+
+
+def _apply_import(rules: list[Rule], take: _Taker) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, op in rules:
+        ts = [take(n, base=False) for n in theirs]
+        if op == "qkv":
+            out[ours] = torch.cat(ts, 0)  # (3·D, ...) in q, k, v order
+        elif op == "t1":
+            out[ours] = ts[0].unsqueeze(2)  # Conv2d -> Conv3d with t = 1
+        else:
+            out[ours] = ts[0]
+    return out
+
+
+def _apply_export(rules: list[Rule], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, op in rules:
+        t = state[ours]
+        if op == "qkv":
+            out.update(zip(theirs, t.chunk(3, 0), strict=True))
+        elif op == "t1":
+            out[theirs[0]] = t.squeeze(2)
+        else:
+            out[theirs[0]] = t
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
 
 
 def _num_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -219,23 +311,16 @@ def _num_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _head(take: _Taker, out: dict[str, torch.Tensor], where: Path) -> int:
+def _check_head(take: _Taker, where: Path) -> int:
     if not take.has("classifier.weight", base=False):
         raise CheckpointError(
             f"{where}: no classifier head ('classifier.weight'); convert a *ForVideoClassification checkpoint"
         )
-    out["head.weight"] = take("classifier.weight", base=False)
-    out["head.bias"] = take("classifier.bias", base=False)
-    return int(out["head.weight"].shape[0])
+    return int(take.state["classifier.weight"].shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Per-architecture: HF config -> canonical architecture description, HF tensors -> canonical tensors.
-#
-# Output names are vidtok.models.vivit.ViViT's: patch_embed.proj.* (Conv3d), cls_token, pos_embed.table (joint,
-# CLS row first) or pos_embed.{spatial,temporal} (separable), blocks.i.{norm1,attn.qkv,attn.q_bias,
-# attn.v_bias,attn.proj,norm2,mlp.fc1,mlp.fc2}, blocks.i.{norm_t,attn_t.*,proj_t} (TimeSformer), norm, fc_norm, head.
-# The architecture description is a dict of create_model keyword arguments (see build_model).
+# Per-architecture import: HF config -> create_model kwargs, HF tensors -> vidtok tensors (through name_rules).
 
 
 def _common_arch(config: dict[str, Any], where: Path, num_layers: int) -> dict[str, Any]:
@@ -271,24 +356,9 @@ def _map_vivit(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     t, ph, pw = (int(v) for v in cfg.get("tubelet_size", (2, 16, 16)))
     if ph != pw:
         raise CheckpointError(f"{where}: non-square tubelet {t}x{ph}x{pw} is not supported")
-    arch.update(
-        tubelet_size=[t, ph, pw],
-        attn_type="joint",
-        class_token="global",
-        pos_embed="joint",
-        pool="cls",
-        qkv_bias="all" if cfg.get("qkv_bias", True) else "none",
-    )
-    out: dict[str, torch.Tensor] = {}
-    out["cls_token"] = take("embeddings.cls_token")
-    out["pos_embed.table"] = take("embeddings.position_embeddings")  # (1, 1 + T'·H'·W', D), T'-major like our tokens
-    out["patch_embed.proj.weight"] = take("embeddings.patch_embeddings.projection.weight")  # (D, C, t, p, p)
-    out["patch_embed.proj.bias"] = take("embeddings.patch_embeddings.projection.bias")
-    for i in range(n):
-        _block_common(take, i, out, qkv="qkv")
-    out["norm.weight"] = take("layernorm.weight")
-    out["norm.bias"] = take("layernorm.bias")
-    arch["num_classes"] = _head(take, out, where)
+    arch.update(LAYOUTS["vivit"], tubelet_size=[t, ph, pw], qkv_bias="all" if cfg.get("qkv_bias", True) else "none")
+    arch["num_classes"] = _check_head(take, where)
+    out = _apply_import(name_rules("vivit", n, qkv_bias=arch["qkv_bias"]), take)
     for k in take.leftovers():  # the unused tanh pooler of VivitModel is harmless
         if not k.startswith("vivit.pooler."):
             raise CheckpointError(f"{where}: unexpected tensor {k!r} for ViViT")
@@ -300,30 +370,23 @@ def _map_videomae(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor
     if not cfg.get("use_mean_pooling", True):
         raise CheckpointError(f"{where}: VideoMAE with use_mean_pooling=false is not supported (HF takes token 0)")
     state = _modern_to_legacy(_with_prefix(src.state, "videomae"))
+    # separate q / v biases stored as query.bias / value.bias (in-memory layout): the on-disk names
+    state = {
+        re.sub(
+            r"\.attention\.attention\.(query|value)\.bias$", lambda m: f".attention.attention.{m.group(1)[0]}_bias", k
+        ): v
+        for k, v in state.items()
+    }
     take = _Taker(state, "videomae", where)
     n = _num_layers(state, "videomae")
     arch = _common_arch(cfg, where, n)
     p = _pair(cfg.get("patch_size", 16))
     if p[0] != p[1]:
         raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
-    arch.update(
-        tubelet_size=[int(cfg.get("tubelet_size", 2)), p[0], p[1]],
-        attn_type="joint",
-        class_token="none",
-        pos_embed="sincos",
-        pool="mean",
-        fc_norm=True,
-        qkv_bias="qv" if cfg.get("qv_bias", True) else "none",
-        fc_norm_eps=1e-5,  # HF builds fc_norm with nn.LayerNorm's default eps, not layer_norm_eps
-    )
-    out: dict[str, torch.Tensor] = {}
-    out["patch_embed.proj.weight"] = take("embeddings.patch_embeddings.projection.weight")
-    out["patch_embed.proj.bias"] = take("embeddings.patch_embeddings.projection.bias")
-    for i in range(n):
-        _block_common(take, i, out, qkv="qv")
-    out["fc_norm.weight"] = take("fc_norm.weight", base=False)
-    out["fc_norm.bias"] = take("fc_norm.bias", base=False)
-    arch["num_classes"] = _head(take, out, where)
+    qkv_bias = "qv" if cfg.get("qv_bias", True) and take.has("encoder.layer.0.attention.attention.q_bias") else "none"
+    arch.update(LAYOUTS["videomae"], tubelet_size=[int(cfg.get("tubelet_size", 2)), p[0], p[1]], qkv_bias=qkv_bias)
+    arch["num_classes"] = _check_head(take, where)
+    out = _apply_import(name_rules("videomae", n, qkv_bias=qkv_bias), take)
     for k in take.leftovers():
         if not k.startswith(("videomae.embeddings.position_embeddings", "decoder.", "encoder_to_decoder")):
             raise CheckpointError(f"{where}: unexpected tensor {k!r} for VideoMAE")
@@ -345,37 +408,10 @@ def _map_timesformer(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Ten
     if p[0] != p[1]:
         raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
     arch.update(
-        tubelet_size=[1, p[0], p[1]],
-        attn_type="fsa",  # divided space-time: temporal attention (+ temporal_dense), then spatial, then MLP
-        attn_order="time_space",
-        temporal_proj=True,
-        class_token="global",
-        pos_embed="separable",
-        pool="cls",
-        qkv_bias="all" if cfg.get("qkv_bias", True) else "none",
+        LAYOUTS["timesformer"], tubelet_size=[1, p[0], p[1]], qkv_bias="all" if cfg.get("qkv_bias", True) else "none"
     )
-    out: dict[str, torch.Tensor] = {}
-    out["cls_token"] = take("embeddings.cls_token")
-    # (1, 1 + H'·W', D): the CLS row first, then space; the temporal table (1, T, D) is added to patch tokens only
-    out["pos_embed.spatial"] = take("embeddings.position_embeddings")
-    out["pos_embed.temporal"] = take("embeddings.time_embeddings")
-    out["patch_embed.proj.weight"] = take("embeddings.patch_embeddings.projection.weight").unsqueeze(2)  # Conv3d t=1
-    out["patch_embed.proj.bias"] = take("embeddings.patch_embeddings.projection.bias")
-    for i in range(n):
-        _block_common(take, i, out, qkv="fused")
-        L, c = f"encoder.layer.{i}", f"blocks.{i}"
-        out[f"{c}.norm_t.weight"] = take(f"{L}.temporal_layernorm.weight")
-        out[f"{c}.norm_t.bias"] = take(f"{L}.temporal_layernorm.bias")
-        out[f"{c}.attn_t.qkv.weight"] = take(f"{L}.temporal_attention.attention.qkv.weight")
-        if take.has(f"{L}.temporal_attention.attention.qkv.bias"):
-            out[f"{c}.attn_t.qkv.bias"] = take(f"{L}.temporal_attention.attention.qkv.bias")
-        out[f"{c}.attn_t.proj.weight"] = take(f"{L}.temporal_attention.output.dense.weight")
-        out[f"{c}.attn_t.proj.bias"] = take(f"{L}.temporal_attention.output.dense.bias")
-        out[f"{c}.proj_t.weight"] = take(f"{L}.temporal_dense.weight")
-        out[f"{c}.proj_t.bias"] = take(f"{L}.temporal_dense.bias")
-    out["norm.weight"] = take("layernorm.weight")
-    out["norm.bias"] = take("layernorm.bias")
-    arch["num_classes"] = _head(take, out, where)
+    arch["num_classes"] = _check_head(take, where)
+    out = _apply_import(name_rules("timesformer", n, qkv_bias=arch["qkv_bias"]), take)
     if take.leftovers():
         raise CheckpointError(f"{where}: unexpected tensor {take.leftovers()[0]!r} for TimeSformer")
     return arch, out
@@ -474,3 +510,164 @@ def convert_hf(
     )
     model.pretrained_cfg = cfg
     return model.eval(), cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Export: a vidtok model -> a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json).
+
+_HF_ACTS = {v: k for k, v in reversed(_ACTS.items())}  # vidtok act -> the first HF name mapping to it
+
+
+def _refuse(name: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{name}: {what} has no transformers counterpart; `convert --to hf` writes ViViT Model 1, VideoMAE and "
+        "TimeSformer models"
+    )
+
+
+def hf_arch_of(model: nn.Module) -> str:
+    """The HF architecture ``model`` is (``vivit`` | ``videomae`` | ``timesformer``), or a one-line
+    :class:`CheckpointError` naming what transformers cannot express."""
+    from vidtok.models.layers.attention import Attention
+
+    name = getattr(model, "model_name", None) or type(model).__name__
+    if not all(hasattr(model, a) for a in ("attn_type", "class_token", "pos_embed", "blocks")):
+        raise CheckpointError(f"{name}: not a vidtok ViViT model")
+    if getattr(model, "token_reducer", None) in ("tokenlearner", "tokenlearner_fuser"):
+        raise _refuse(name, f"TokenLearner (token_reducer={model.token_reducer!r})")
+    if getattr(model, "reducer", None) is not None:
+        raise _refuse(name, f"token reducer {model.reducer.kind!r}")
+    if any(not isinstance(getattr(b, "mixer", nn.Identity()), nn.Identity) for b in model.blocks):
+        raise _refuse(name, "TokShift (token_mixer='tokshift')")
+    kinds = {"fe": "Model 2, factorised encoder", "fdp": "Model 4, factorised dot-product attention",
+             "space": "frame-wise attention"}  # fmt: skip
+    if model.attn_type in kinds:
+        raise _refuse(name, f"attn_type={model.attn_type!r} ({kinds[model.attn_type]})")
+    blk = model.blocks[0]
+    found = {
+        "attn_type": model.attn_type,
+        "class_token": model.class_token,
+        "pos_embed": model.pos_embed.kind,
+        "pool": model.pool,
+    }
+    if model.use_fc_norm:
+        found.update(fc_norm=True, fc_norm_eps=float(model.fc_norm.eps))
+    if model.attn_type == "fsa":
+        found.update(attn_order=blk.order, temporal_proj=blk.proj_t is not None)
+    matches = [a for a, layout in LAYOUTS.items() if found == layout]
+    if not matches:
+        what = ", ".join(f"{k}={v!r}" for k, v in found.items())
+        if model.attn_type == "fsa":
+            raise _refuse(name, f"factorised self-attention in this form ({what}; TimeSformer is time_space with "
+                                "temporal_proj and a global class token)")  # fmt: skip
+        raise _refuse(name, f"this layout ({what})")
+    arch = matches[0]
+    prefix = model.pos_embed.num_prefix
+    if arch != "videomae" and prefix != 1:
+        raise _refuse(name, "a class token without a positional embedding (pos_embed_cls=False)")
+    if model.num_classes < 1:
+        raise CheckpointError(f"{name}: no classifier head (num_classes=0); HF video classifiers need one")
+    t, ph, pw = model.patch_embed.tubelet_size
+    if ph != pw or model.img_size[0] != model.img_size[1]:
+        raise _refuse(name, f"a non-square input or patch (img_size={model.img_size}, tubelet={(t, ph, pw)})")
+    if arch == "timesformer" and t != 1:
+        raise _refuse(name, f"TimeSformer with {t}-frame tubelets (HF TimeSformer embeds single frames)")
+    act = blk.mlp.act_name
+    if act not in _HF_ACTS:
+        raise _refuse(name, f"the MLP activation {act!r}")
+    modes = {m.qkv_bias_mode for m in model.modules() if isinstance(m, Attention)}
+    allowed = {"vivit": {"all", "none"}, "videomae": {"qv", "none"}, "timesformer": {"all", "none"}}[arch]
+    if len(modes) != 1 or not modes <= allowed:
+        raise _refuse(name, f"qkv_bias={sorted(modes)} in a {arch} model")
+    return arch
+
+
+def hf_config(model: nn.Module, arch: str) -> dict[str, Any]:
+    """``config.json`` of the HF model ``model`` converts to (the inverse of :func:`_common_arch` and the mappers)."""
+    from vidtok.models.hub import make_pretrained_cfg
+
+    blk = model.blocks[0]
+    t, p, _ = model.patch_embed.tubelet_size
+    n = model.num_classes
+    names = list(make_pretrained_cfg(model).get("class_names") or [])
+    if len(names) != n:
+        names = [f"LABEL_{i}" for i in range(n)]
+    bias = blk.attn.qkv_bias_mode
+    cfg: dict[str, Any] = {
+        "model_type": arch,
+        "architectures": [_HF_CLASSES[arch]],
+        "hidden_size": model.embed_dim,
+        "num_hidden_layers": model.depth,
+        "num_attention_heads": blk.attn.num_heads,
+        "intermediate_size": blk.mlp.fc1.out_features,
+        "hidden_act": _HF_ACTS[blk.mlp.act_name],
+        "layer_norm_eps": float(blk.norm1.eps),
+        "image_size": int(model.img_size[0]),
+        "num_frames": int(model.num_frames),
+        "num_channels": int(model.patch_embed.in_chans),
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "id2label": {str(i): c for i, c in enumerate(names)},
+        "label2id": {c: i for i, c in enumerate(names)},
+    }
+    if arch == "vivit":
+        cfg.update(tubelet_size=[t, p, p], qkv_bias=bias == "all")
+    elif arch == "videomae":
+        cfg.update(patch_size=p, tubelet_size=t, qv_bias=bias == "qv", use_mean_pooling=True)
+    else:
+        cfg.update(patch_size=p, attention_type="divided_space_time", qkv_bias=bias == "all")
+    return cfg
+
+
+def hf_preprocessor_config(model: nn.Module, arch: str) -> dict[str, Any]:
+    """``preprocessor_config.json``: vidtok's preprocessing in HF image-processor terms (x / 255, mean, std)."""
+    from vidtok.models.hub import make_pretrained_cfg
+
+    pc = make_pretrained_cfg(model)
+    crop = int(pc["crop_size"])
+    cfg = {
+        "image_processor_type": "VivitImageProcessor" if arch == "vivit" else "VideoMAEImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": int(pc["short_side"])},
+        "resample": 2,  # PIL bilinear
+        "do_center_crop": True,
+        "crop_size": {"height": crop, "width": crop},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pc["mean"]),
+        "image_std": list(pc["std"]),
+    }
+    if arch == "vivit":
+        cfg["offset"] = False  # vidtok's [-1, 1] comes from mean = std = 0.5 after x / 255
+    return cfg
+
+
+def export_hf(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``model`` as a Hugging Face folder (``save_pretrained`` layout) that transformers loads with
+    ``*ForVideoClassification.from_pretrained(out)``.
+
+    Args:
+        model: a vidtok ViViT Model 1, VideoMAE or TimeSformer model (anything else: a one-line CheckpointError).
+        out: the folder to write (created; an existing non-empty folder needs ``overwrite``).
+        overwrite: replace the files of an existing folder.
+
+    Returns:
+        The folder.
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    arch = hf_arch_of(model)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise CheckpointError(f"{out}: exists{'' if out.is_dir() else ' and is not a folder'}; pass --overwrite")
+    state = _apply_export(
+        name_rules(arch, model.depth, qkv_bias=model.blocks[0].attn.qkv_bias_mode), model.state_dict()
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config(model, arch), indent=2) + "\n")
+    (out / "preprocessor_config.json").write_text(json.dumps(hf_preprocessor_config(model, arch), indent=2) + "\n")
+    return out
