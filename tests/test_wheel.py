@@ -46,6 +46,10 @@ def test_wheel_installs_and_runs_the_demo_path_outside_the_repo(tmp_path):
     assert "vidtok/configs/demo_vidtok_ti.yaml" in names and "vidtok/data/classes/classes_k400.txt" in names
     assert len([n for n in names if n.startswith("vidtok/configs/") and n.endswith(".yaml")]) >= 20
     assert not [n for n in names if n.startswith(("tests/", "tools/", "configs/", "docs/"))]
+    package_files = [p.relative_to(ROOT).as_posix() for p in (ROOT / "vidtok").rglob("*") if p.is_file()]
+    package_files = [n for n in package_files if "__pycache__" not in n and not n.endswith(".pyc")]
+    missing = sorted(set(package_files) - set(names))
+    assert not missing, f"files of the package left out of the wheel (package data?): {missing}"
 
     # 2. a fresh environment that reuses this one's packages, and the wheel installed into it
     venv = tmp_path / "venv"
