@@ -57,6 +57,7 @@ VIDEO_BACKENDS = ("auto", "pyav", "decord", "torchcodec")  # vidtok.io.BACKENDS 
 ATTN_BACKENDS = ("auto", "triton", "sdpa", "math")
 DATA_FORMATS = ("kinetics", "list", "folder")
 AMP_MODES = ("none", "bf16", "fp16")
+LOG_SINKS = ("jsonl", "tensorboard")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
@@ -157,6 +158,8 @@ class TrainConfig:
     ckpt_every: int = 0  # optimizer steps between checkpoints (0 = at each epoch end)
     keep_last: int = 3  # checkpoints kept in the run folder
     compile: bool = False  # torch.compile the model
+    grad_checkpointing: bool = False  # recompute each block's activations in backward: less memory, more compute
+    log_to: list[str] = field(default_factory=lambda: ["jsonl"])  # + "tensorboard": RUN/tb event files (jsonl stays)
     # control experiment that permutes the frames of every clip (train and eval),
     # destroying motion while keeping appearance; a model that uses motion drops to chance with it
     shuffle_frames: bool = False
@@ -369,6 +372,10 @@ def validate_config(cfg: Config, source: str | None = None) -> Config:
     num("train.eval_every", t.eval_every, 0)
     num("train.ckpt_every", t.ckpt_every, 0)
     num("train.keep_last", t.keep_last, 0)
+    for sink in t.log_to:
+        check_choice(sink, LOG_SINKS, "train.log_to")
+    if "jsonl" not in t.log_to:
+        bad("train.log_to", f"must include jsonl (vidtok plot and --resume read metrics.jsonl), got {list(t.log_to)}")
     return cfg
 
 

@@ -126,9 +126,15 @@ def _autocast(device: torch.device, amp: str):
 
 
 class _Metrics:
-    """metrics.jsonl (+ TensorBoard when installed), rank 0 only."""
+    """metrics.jsonl (always; `vidtok plot` and resume read it) + TensorBoard when ``log_to`` asks, rank 0 only.
 
-    def __init__(self, run_dir: Path, enabled: bool, *, truncate_after_step: int | None):
+    TensorBoard tags: ``train/{loss, lr, clips_per_sec, grad_norm}`` per logged step, ``epoch/{loss, lr}`` and
+    ``val/{top1, top5, loss}`` per epoch; tensorboard is imported only when asked for.
+    """
+
+    def __init__(
+        self, run_dir: Path, enabled: bool, *, truncate_after_step: int | None, log_to: tuple[str, ...] = ("jsonl",)
+    ):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.tb = None
@@ -145,12 +151,17 @@ class _Metrics:
                 if row.get("step", 0) <= truncate_after_step:
                     keep.append(line)
             self.path.write_text("".join(line + "\n" for line in keep))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"))
-        except Exception:  # tensorboard not installed: jsonl only
-            self.tb = None
+        if "tensorboard" in log_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ConfigError(
+                    f"train.log_to: tensorboard needs the tensorboard package: pip install 'vidtok[tensorboard]' ({e})",
+                    key="train.log_to",
+                ) from None
+            # resuming: events after the checkpoint are superseded (TensorBoard shows the newest per step)
+            purge = truncate_after_step + 1 if truncate_after_step is not None else None
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
     def log(self, row: dict) -> None:
         if not self.enabled:
@@ -158,10 +169,13 @@ class _Metrics:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tb is not None:
-            prefix = row.get("kind", "train")
+            kind = row.get("kind", "step")
+            group = "train" if kind == "step" else kind
             for k, v in row.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, row.get("step", 0))
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch"):
+                    tag = f"val/{k[4:]}" if k.startswith("val_") else f"{group}/{k}"
+                    self.tb.add_scalar(tag, v, row.get("step", 0))
+            self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:
@@ -410,6 +424,13 @@ def train(
     if model is None:
         model = build_model_from_config(cfg)
     model.to(device)
+    if tc.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ConfigError(
+                f"train.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()",
+                key="train.grad_checkpointing",
+            )
+        model.set_grad_checkpointing(True)
     init_path = tc.init
     if init_path and resumed is None:
         init_from_checkpoint(model, init_path, reinit_head=tc.reinit_head, log=log)
@@ -488,7 +509,9 @@ def train(
     pretrained_cfg = _pretrained_cfg(cfg, class_names)
     if main:
         dump_config(cfg, run_dir / "config.yaml")
-    metrics = _Metrics(run_dir, main, truncate_after_step=step if resumed is not None else None)
+    metrics = _Metrics(
+        run_dir, main, truncate_after_step=step if resumed is not None else None, log_to=tuple(tc.log_to)
+    )
 
     ddp_model = model
     reducer = getattr(model, "reducer", None)  # token reducers with a training loss of their own

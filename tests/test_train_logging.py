@@ -1,0 +1,94 @@
+"""Training options for the field's tools: ``train.log_to: [jsonl, tensorboard]`` (scalars read back with
+tensorboard's EventAccumulator, `vidtok plot` still works from metrics.jsonl) and ``train.grad_checkpointing``
+(the same training trajectory, with checkpointing really on)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests._engine_util import MotionDataset, tiny_config
+from vidtok.config import load_config, validate_config
+from vidtok.engine.train import train
+from vidtok.errors import ConfigError
+from vidtok.models.hub import read_checkpoint
+
+pytest.importorskip("tensorboard")
+
+
+def _cfg(**train_kw):
+    cfg = tiny_config(0, **{"epochs": 2, "eval_every": 1, "label_smoothing": 0.0, **train_kw})
+    cfg.model.name = "vivit_ti16x2"  # a real backbone on the 4x8x8 motion clips: 2x4x4 tubelets
+    cfg.model.extra = {"embed_dim": 16, "depth": 2, "num_heads": 2, "tubelet_size": [2, 4, 4]}
+    cfg.model.attn_backend = "math"
+    return cfg
+
+
+def _run(cfg, out):
+    torch.manual_seed(0)
+    return train(
+        cfg, out, train_dataset=MotionDataset(16), val_dataset=MotionDataset(8, seed=9), progress=False,
+        log=lambda m: None,
+    )  # fmt: skip
+
+
+def test_tensorboard_scalars_match_metrics_jsonl_and_plot_still_works(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    _run(_cfg(log_to=["jsonl", "tensorboard"]), run)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/clips_per_sec", "val/top1", "val/top5", "epoch/loss"} <= tags
+    steps = [r for r in rows if r["kind"] == "step"]
+    tb_loss = {e.step: e.value for e in acc.Scalars("train/loss")}
+    assert sorted(tb_loss) == [r["step"] for r in steps]
+    for r in steps:
+        assert tb_loss[r["step"]] == pytest.approx(r["loss"], rel=1e-6)
+    tb_lr = {e.step: e.value for e in acc.Scalars("train/lr")}
+    assert tb_lr[steps[-1]["step"]] == pytest.approx(steps[-1]["lr"], rel=1e-6)
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [e.value for e in acc.Scalars("val/top1")] == pytest.approx([r["val_top1"] for r in epochs])
+
+    from vidtok.viz.plots import plot_training_curves
+
+    png = plot_training_curves(run, tmp_path / "curves.png")
+    assert png.stat().st_size > 1000
+
+
+def test_jsonl_only_by_default(tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(epochs=1, eval_every=0)
+    assert cfg.train.log_to == ["jsonl"]
+    _run(cfg, run)
+    assert (run / "metrics.jsonl").is_file() and not (run / "tb").exists()
+
+
+def test_grad_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):
+    import torch.utils.checkpoint as tuc
+
+    ref = _run(_cfg(epochs=1, eval_every=0), tmp_path / "a")
+    calls = []
+    real = tuc.checkpoint
+    monkeypatch.setattr(tuc, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = _run(_cfg(epochs=1, eval_every=0, grad_checkpointing=True), tmp_path / "b")
+    assert len(calls) == 2 * got["step"] * 1  # 2 blocks per forward, one micro-batch per step
+    wa, _ = read_checkpoint(ref["model_path"])
+    wb, meta = read_checkpoint(got["model_path"])
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-5, msg=k)
+    assert meta["config"]["train"]["grad_checkpointing"] is True
+
+
+def test_log_to_is_validated(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  log_to: [jsonl, wandb]\n")
+    with pytest.raises(ConfigError, match="train.log_to: unknown value 'wandb'"):
+        validate_config(load_config(p))
+    p.write_text("train:\n  log_to: [tensorboard]\n")
+    with pytest.raises(ConfigError, match="must include jsonl"):
+        validate_config(load_config(p))
