@@ -186,6 +186,17 @@ def test_paging_of_many_videos(browser, report, tmp_path):
     assert page.text_content("#page") == "page 1 of 1"
     posters = {u for u in browser.requests if "/thumbs/" in u and u.endswith(".jpg")}
     assert 0 < len(posters) <= len(good)
+    # a long failed-files list shows its first 200 rows and a button for the rest
+    with open(tmp_path / "bad.jsonl", "w") as f:
+        for i in range(205):
+            row = {"path": f"/nowhere/bad{i:03d}.mp4", "status": "error", "error": f"file not found ({i})"}
+            f.write(json.dumps({**row, "duration": None, "views": 0, "labels": [], "probs": [], "indices": []}) + "\n")
+    write_report([tmp_path / "bad.jsonl"], tmp_path / "bad")
+    page = browser.page((tmp_path / "bad" / "index.html").as_uri())
+    assert page.locator("#error-table tbody tr").count() == 200 and page.text_content("#errors-more") == "show all 205"
+    page.click("#errors-more")
+    assert page.locator("#error-table tbody tr").count() == 205 and not page.is_visible("#errors-more")
+    assert page.text_content("#error-table tbody tr:last-child td.msg") == "file not found (204)"
 
 
 def test_embed_hover_and_nearest_neighbours(browser, report, tmp_path):
