@@ -12,8 +12,8 @@ Rows printed per N:
   cosine neighbours + per-class summary, write data/report-data.js), and the size of the data file.
 * ``pictures``: the same report with pictures: the extra seconds, per real video decoded.
 * ``load``: the page from ``file://`` in headless system Chromium (Playwright): navigation start to usable page
-  (data parsed, first page of cards built), then the scripted time of a search keystroke, a sort change, switching
-  to the map (layout + draw of N points) and a hover lookup; each the best of ``--rounds``.
+  (data parsed, first page of cards built), then the scripted time of a sort change over every row, a search
+  keystroke, switching to the map (layout + draw of N points) and a hover lookup; each the best of ``--rounds``.
 
 Ratios 10,000 / 1,000 close to 10 mean linear cost; the page only ever builds one page of 48 cards.
 
@@ -131,13 +131,13 @@ def page_times(url: str, rounds: int) -> dict[str, float]:
             page.goto(url)
             page.wait_for_function("window.vidtokReport && window.vidtokReport.ready === true", timeout=120_000)
             t = {"usable page": page.evaluate("window.vidtokReport.readyMs")}
-            t["search keystroke"] = page.evaluate(
-                "() => { const s = document.getElementById('search'), t = performance.now();"
-                " s.value = 'video_01'; s.dispatchEvent(new Event('input')); return performance.now() - t; }"
-            )
-            t["sort change"] = page.evaluate(
+            t["sort change"] = page.evaluate(  # every row, by name
                 "() => { const s = document.getElementById('sort'), t = performance.now();"
                 " s.value = 'name-desc'; s.dispatchEvent(new Event('change')); return performance.now() - t; }"
+            )
+            t["search keystroke"] = page.evaluate(  # keeps the ~35-40 % of rows with a 7 in their name
+                "() => { const s = document.getElementById('search'), t = performance.now();"
+                " s.value = '7'; s.dispatchEvent(new Event('input')); return performance.now() - t; }"
             )
             t["switch to map"] = page.evaluate(
                 "() => { const t = performance.now(); document.getElementById('tab-embed').click();"
