@@ -163,6 +163,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="Page loads per size (best kept).")
     ap.add_argument("--workers", type=int, default=None, help="Picture threads (default: vidtok's).")
     args = ap.parse_args()
+    import torch  # noqa: F401  (imported before timing: every size then measures the same work)
+
+    import vidtok.io  # noqa: F401
     from vidtok.report.build import write_report
 
     sizes = [int(s) for s in args.sizes.split(",")]
