@@ -9,7 +9,8 @@ as seconds per video decoded.
 Rows printed per N:
 
 * ``generate``: :func:`vidtok.report.write_report` without pictures, by phase (read the outputs, layout = PCA +
-  cosine neighbours + per-class summary, write data/report-data.js), and the size of the data file.
+  cosine neighbours + per-class summary, write data/report-data.js), its CPU seconds (all threads: on a shared
+  machine the wall time is mostly waiting), and the size of the data file.
 * ``pictures``: the same report with pictures: the extra seconds, per real video decoded.
 * ``load``: the page from ``file://`` in headless system Chromium (Playwright): navigation start to usable page
   (data parsed, first page of cards built), then the scripted time of a sort change over every row, a search
@@ -179,21 +180,21 @@ def main() -> None:
         for n in sizes:
             root = tmp / f"n{n}"
             preds, emb = make_outputs(root, n, videos)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             plain = write_report([preds, emb], root / "plain", thumbnails=False)
-            gen = time.perf_counter() - t0
+            gen, gen_cpu = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
             pics = write_report([preds, emb], root / "report", workers=args.workers)
             with_pics = time.perf_counter() - t0
             data_mb = (root / "report" / "data" / "report-data.js").stat().st_size / 1e6
             load = page_times((root / "report" / "index.html").as_uri(), args.rounds)
-            res[n] = {"gen": gen, "phases": plain["seconds"], "pics": pics, "with_pics": with_pics}
+            res[n] = {"gen": gen, "gen_cpu": gen_cpu, "phases": plain["seconds"], "pics": pics, "with_pics": with_pics}
             res[n] |= {"data_mb": data_mb, "load": load}
             ph = plain["seconds"]
             print(
                 f"\n{n} rows ({plain['classify_rows']} classify, {plain['embed_rows']} embed):"
                 f"\n  generate (no pictures)  {gen:7.2f} s  (read {ph['read']:.2f}, layout {ph['layout']:.2f},"
-                f" write {ph['write']:.2f}); data file {data_mb:.1f} MB"
+                f" write {ph['write']:.2f}); {gen_cpu:.2f} s CPU; data file {data_mb:.1f} MB"
                 f"\n  pictures                {pics['seconds']['thumbnails']:7.2f} s for {pics['videos']} real videos"
                 f" ({pics['seconds']['thumbnails'] / max(pics['videos'], 1):.2f} s each)"
             )
