@@ -149,7 +149,7 @@ _DRIVER = """
 import sys, ray
 from vidtok.engine.infer import classify
 cluster, videos, ckpt, pythonpath, out, hook = sys.argv[1:]
-env = {"PYTHONPATH": pythonpath, "VIDTOK_INFER_FAULT_HOOK": hook, "VIDTOK_TEST_SLOW": "0.7"}
+env = {"PYTHONPATH": pythonpath, "VIDTOK_INFER_FAULT_HOOK": hook, "VIDTOK_TEST_SLOW": "2.5"}
 ray.init(address=cluster, log_to_driver=False, runtime_env={"env_vars": env})
 classify([videos], ckpt, topk=3, backend="pyav", batch_size=2, out=out, engine="ray")
 """
@@ -180,44 +180,42 @@ def _title(pid: int | str) -> str:
         return ""
 
 
-def _ray_workers(name: str) -> list[int]:
-    """pids of Ray worker processes whose title (``ray::...``) mentions ``name`` (not the decode processes they
-    fork, which inherit the title)."""
+def _ppid(pid: int | str) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
+        return ""
+
+
+def _ray_workers(name: str, cluster: str) -> list[int]:
+    """pids of the Ray worker processes of ``cluster`` (children of its raylet) whose title mentions ``name``."""
     pids = []
     for d in Path("/proc").iterdir():
-        if d.name.isdigit() and _title(d.name).startswith("ray::") and name in _title(d.name):
-            try:
-                ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            except (OSError, IndexError):
-                continue
-            if not _title(ppid).startswith("ray::"):
-                pids.append(int(d.name))
+        title = _title(d.name) if d.name.isdigit() else ""
+        if title.startswith("ray::") and name in title and f"--gcs-address={cluster}" in _title(_ppid(d.name)):
+            pids.append(int(d.name))
     return pids
 
 
-def _orphans() -> list[int]:
-    """Ray-titled processes left without their Ray worker (re-parented to init): there must be none."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and _title(d.name).startswith("ray::"):
-            try:
-                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if stat[1] == "1" and stat[0] != "Z":
-                out.append(int(d.name))
-    return out
-
-
-def _kill_one(name: str, limit: float = 30) -> int:
+def _kill_one(name: str, cluster: str, forked: bool = False, limit: float = 60) -> list[int]:
+    """SIGKILL one Ray worker of ``cluster`` running ``name`` (``forked``: once it has started a decode process);
+    returns the pids of the processes it had forked."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        pids = _ray_workers(name)
-        if pids:
-            os.kill(pids[0], signal.SIGKILL)
-            return pids[0]
+        for pid in _ray_workers(name, cluster):
+            children = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _ppid(d.name) == str(pid)]
+            if children or not forked:
+                os.kill(pid, signal.SIGKILL)
+                return children
         time.sleep(0.05)
     raise AssertionError(f"no Ray worker running {name}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _check_complete(out: Path, job: dict, reference: dict) -> None:
@@ -233,15 +231,15 @@ def test_ray_worker_sigkill_mid_job(job, reference, cluster, tmp_path):
     out = tmp_path / "preds.csv"
     proc = _start_driver(cluster, job, out)
     try:
+        forked = _kill_one("_decode", cluster, forked=True)  # a decode task while decoding: Ray runs it again
         _wait_rows(out, 1, proc)
-        _kill_one("_Replica")  # the model replica: Ray restarts it and retries its batch
-        _kill_one("_decode")  # a decode task: Ray runs it again
+        _kill_one("_Replica", cluster)  # the model replica: Ray restarts it and retries its batch
         log = proc.communicate(timeout=180)[0].decode()
     finally:
         proc.kill()
     assert proc.returncode == 0, log[-3000:]
     _check_complete(out, job, reference)
-    assert not _orphans()  # the killed decode task's own decode process died with it
+    assert not [p for p in forked if _alive(p)]  # the killed task's decode process died with it
 
 
 @needs_ray

@@ -21,9 +21,13 @@ The modes take turns for ``--rounds`` rounds and each keeps its best (machine no
 Ratios: end-to-end / model-only (target >= 0.8 with 2 workers: decoding hides behind the model) and end-to-end /
 naive (target >= 1.5). The model is random-initialised (speed does not depend on the weights).
 
+With ``--engine ray`` one more mode runs ``vidtok.classify(..., engine="ray")`` on a local Ray cluster of this
+machine's cores (started once, before the rounds) and the ratio to the local engine is printed.
+
 Usage::
 
     python tools/bench_infer.py                        # 50 videos, vidtok_ti, 8 frames 160², 4x1 views
+    python tools/bench_infer.py --engine ray           # the same, plus classify --engine ray beside local
     python tools/bench_infer.py --videos 100 --model vivit_ti16x2 --num-frames 16 --crop 224 --device cuda
 """
 
@@ -109,6 +113,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all modes; each keeps its best")
+    ap.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: also run classify --engine ray on a local Ray cluster of this machine's cores, beside local",
+    )
     args = ap.parse_args()
     if args.crop > args.short_side:
         ap.error(f"--crop {args.crop} is larger than --short-side {args.short_side}")
@@ -225,6 +235,32 @@ def main() -> None:
         assert sum(r["status"] == "ok" for r in rows) == len(paths), [r["error"] for r in rows if r["error"]][:3]
         return dt
 
+    ray_start = 0.0
+    if args.engine == "ray":  # one local cluster for every round (started once, as a cluster is in real use)
+        import ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        t0 = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray_start = time.perf_counter() - t0
+
+    def end_to_end_ray(inputs: list | None = None) -> float:
+        t0 = time.perf_counter()
+        rows = classify(
+            inputs or [args.data],
+            ckpt,
+            out=tmp / "preds_ray.csv",
+            overwrite=True,
+            batch_size=args.batch_size,
+            device=args.device,
+            backend=backend,
+            topk=5,
+            engine="ray",
+        )
+        dt = time.perf_counter() - t0
+        assert sum(r["status"] == "ok" for r in rows) == len(inputs or paths), [r["error"] for r in rows][:3]
+        return dt
+
     tf = EvalTransform(
         crop_size=args.crop, short_side=args.short_side, num_crops=crops, mean=cfg["mean"], std=cfg["std"]
     )
@@ -262,6 +298,9 @@ def main() -> None:
         "e2e": end_to_end,
         "naive": naive,
     }
+    if args.engine == "ray":
+        modes["ray"] = end_to_end_ray
+        modes["ray1"] = lambda: end_to_end_ray([paths[0]])  # a job's fixed cost: replica start, pipeline set-up
     best = dict.fromkeys(modes, float("inf"))
     best["decode"] = t_prep
     for r in range(args.rounds):
@@ -296,6 +335,7 @@ def main() -> None:
         (f"model only, one call per batch, {default_threads} threads", t_plain),
         ("decode only (views prepared in one process, no model)", best["decode"]),
         ("vidtok classify (end to end)", t_e2e),
+        *((("vidtok classify --engine ray (end to end, local Ray cluster)", best["ray"]),) if "ray" in best else ()),
         ("naive loop (decode one, run model)", t_naive),
         (f"bound for an overlapped pipeline (max of model, decode / {args.workers} workers{shared})", t_bound),
     ):
@@ -304,6 +344,17 @@ def main() -> None:
         f"\nper video: model {cpu_model / n:.3f} CPU s ({t_model / n:.3f} s wall), view preparation "
         f"{cpu_prep / n:.3f} CPU s; classify runs at {t_bound / t_e2e:.2f}x the bound"
     )
+    if "ray" in best:
+        t_ray, t_fixed = best["ray"], best["ray1"]
+        steady = (n - 1) / max(t_ray - t_fixed, 1e-9)
+        print(
+            f"--engine ray / local: {t_e2e / t_ray:.2f}x the local engine's videos/s end to end "
+            f"({t_bound / t_ray:.2f}x the bound). Fixed cost of a Ray job (one video): {t_fixed:.1f} s; past it, "
+            f"{steady:.2f} videos/s = {steady / (n / t_e2e):.2f}x local. Ray cluster start {ray_start:.1f} s (once)."
+        )
+        import ray
+
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Dataflow::
            of files ─► one row per view {tid, view, nviews, info, error, x: uint8 (3, T, crop, crop)}; a file that
            fails (bad, hung past --timeout, crashed its decoder) ─► one row with the error and nviews = 0
         ─► actor pool (map_batches with a callable class, min..max replicas, a GPU each where the cluster has them):
-           batches of --batch-size views across videos ─► normalise + model ─► per-view outputs (NumPy), no views
+           batches of --batch-size views across videos ─► normalise + model ─► per-view outputs (float32 bytes)
         ─► driver: views gathered per video (a repeated view or video, e.g. from a retried task, is dropped)
            ─► the local engine's per-video callback ─► the same writers (CSV / JSONL / Parquet, NPY / safetensors)
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -73,42 +73,36 @@ def parse_replicas(replicas: str | int | tuple[int, int] | None) -> tuple[int, i
 # Ray Data stages (run in Ray workers)
 
 
-def _decode(batch: dict[str, np.ndarray], *, spec: ViewSpec, timeout: float) -> dict[str, np.ndarray]:
-    """Decode a block of files in one isolated process (the local engine's DecodePool): rows of views or errors."""
+def _rows(tid: int, views: np.ndarray, info: dict | None, error: str) -> dict[str, np.ndarray]:
+    """One video's rows: one per view, or a single error row (nviews 0) carrying a zero view."""
+    n = len(views)
+    return {
+        "tid": np.full(n, tid, np.int64),
+        "view": np.arange(n, dtype=np.int32),
+        "nviews": np.full(n, 0 if error else n, np.int32),
+        "info": np.asarray([json.dumps(info) if info is not None else ""] * n, dtype=object),
+        "error": np.asarray([error] * n, dtype=object),
+        "x": views,  # (V, 3, T, crop, crop) uint8
+    }
+
+
+def _decode(batch: dict[str, np.ndarray], *, spec: ViewSpec, timeout: float) -> Iterator[dict[str, np.ndarray]]:
+    """Decode a block of files in one isolated process (the local engine's DecodePool); yield each video's rows as
+    soon as it is decoded."""
     from vidtok.engine.infer_workers import DecodePool
 
     paths = [str(p) for p in batch["path"]]
     tids = [int(t) for t in batch["tid"]]
-    shape = (3, spec.num_frames, spec.crop_size, spec.crop_size)
-    cols: dict[str, list] = {"tid": [], "view": [], "nviews": [], "info": [], "error": []}
-    xs: list[np.ndarray] = []
-
-    def add(tid: int, views: np.ndarray, info: dict | None, error: str) -> None:
-        n = len(views)
-        cols["tid"] += [tid] * n
-        cols["view"] += list(range(n))
-        cols["nviews"] += [0 if error else n] * n
-        cols["info"] += [json.dumps(info) if info is not None else ""] * n
-        cols["error"] += [error] * n
-        xs.append(views)
-
-    with DecodePool(paths, spec, num_workers=1, timeout=timeout, max_buffered=len(paths)) as pool:
+    empty = np.zeros((1, 3, spec.num_frames, spec.crop_size, spec.crop_size), np.uint8)
+    with DecodePool(paths, spec, num_workers=1, timeout=timeout, max_buffered=2) as pool:
         for _ in paths:
             i, _path, result = pool.get()
             if isinstance(result, str):
-                add(tids[i], np.zeros((1, *shape), np.uint8), None, result)
+                yield _rows(tids[i], empty, None, result)
             elif len(result[1]) == 0:
-                add(tids[i], np.zeros((1, *shape), np.uint8), None, "no views")
+                yield _rows(tids[i], empty, None, "no views")
             else:
-                add(tids[i], result[1], result[0], "")
-    return {
-        "tid": np.asarray(cols["tid"], np.int64),
-        "view": np.asarray(cols["view"], np.int32),
-        "nviews": np.asarray(cols["nviews"], np.int32),
-        "info": np.asarray(cols["info"], dtype=object),
-        "error": np.asarray(cols["error"], dtype=object),
-        "x": np.concatenate(xs),  # (V, 3, T, crop, crop) uint8
-    }
+                yield _rows(tids[i], result[1], result[0], "")
 
 
 class _Replica:
@@ -131,10 +125,13 @@ class _Replica:
         if len(ok):
             res = self.forward(torch.from_numpy(np.ascontiguousarray(batch["x"][ok])).to(self.device))
             for key, v in res.items():
-                v = v.float().cpu().numpy()
-                full = np.zeros((len(batch["tid"]), *v.shape[1:]), np.float32)
-                full[ok] = v
-                out["out_" + key] = full
+                # each view's float32 bytes (+ their shape): plain binary columns, not Arrow tensor columns, whose
+                # zero-copy slices Ray Data 2.60 sometimes reads past ("buffer is too small for requested array")
+                v = np.ascontiguousarray(v.float().cpu().numpy())
+                col = np.full(len(batch["tid"]), b"", dtype=object)
+                col[ok] = [row.tobytes() for row in v]
+                out["out_" + key] = col
+                out["shape_" + key] = np.full(len(batch["tid"]), json.dumps(list(v.shape[1:])), dtype=object)
         return out
 
 
@@ -186,7 +183,7 @@ def run_ray(
         batch_size: views per model call (across videos).
         timeout: seconds one file may take to decode.
         replicas: (min, max) model replicas; None: one per GPU in the cluster, else one.
-        files_per_task: files per decode task (one isolated decode process each).
+        files_per_task: files per decode task (one isolated decode process each; rows stream out per video).
     """
     if not paths:
         return
@@ -264,7 +261,10 @@ def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, 
             view = int(batch["view"][r])
             if view in st["views"]:
                 continue
-            st["views"][view] = {k[4:]: batch[k][r] for k in keys}
+            st["views"][view] = {
+                k[4:]: np.frombuffer(batch[k][r], np.float32).reshape(json.loads(str(batch["shape_" + k[4:]][r])))
+                for k in keys
+            }
             if len(st["views"]) == nviews:
                 del state[tid]
                 done.add(tid)
