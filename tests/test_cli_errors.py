@@ -162,6 +162,15 @@ CASES = [
     ("report", "zero", "report {preds} --out {dir}/r --workers 0"),
     ("report", "existing output", "report {preds} --out {synth_full}"),
     ("report", "existing output", "report {preds} --out {preds}"),
+    ("export", "missing path", "export {missing} {dir}/m.onnx"),
+    ("export", "unknown choice", "export {ckpt} {dir}/m.onnx --format tflite"),
+    ("export", "zero", "export {ckpt} {dir}/m.onnx --opset 0"),
+    ("export", "existing output", "export {ckpt} {preds}"),
+    ("report", "missing path", "report {missing}.csv --out {dir}/rep"),
+    ("report", "unknown choice", "report {preds} --out {dir}/rep --map umap"),
+    ("report", "zero", "report {preds} --out {dir}/rep --neighbours 0"),
+    ("report", "negative", "report {preds} --out {dir}/rep --overlays -1"),
+    ("report", "existing output", "report {preds} --out {synth_full}"),
     ("(none)", "unknown choice", "bogus"),
 ]
 
