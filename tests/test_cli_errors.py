@@ -186,6 +186,15 @@ def test_bad_value_is_one_line_exit_2(files, command, kind, argv):
     assert not Path(files["dir"], "t").exists() and not Path(files["dir"], "demo").exists(), "something was written"
 
 
+def test_choice_lists_match_the_modules_that_own_them():
+    import vidtok.io
+    import vidtok.kernels
+    from vidtok.config import ATTN_BACKENDS, VIDEO_BACKENDS
+
+    assert set(VIDEO_BACKENDS) == {"auto", *vidtok.io.BACKENDS}
+    assert set(ATTN_BACKENDS) == set(vidtok.kernels.BACKENDS)
+
+
 def test_every_command_has_a_row():
     assert {c for c, _, _ in CASES} >= set(cli.commands)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from vidtok import __version__
+from vidtok.config import VIDEO_BACKENDS
 from vidtok.errors import ConfigError, Terminated, VidtokError, format_error
 
 
@@ -166,7 +167,7 @@ def _refuse_existing_output(what: str, out: str | None, resume: bool, overwrite:
         raise ConfigError(f"{out} exists; pass --resume to continue it or --overwrite to start again", key="out")
 
 
-_BACKEND = click.Choice(["auto", "pyav", "decord", "torchcodec"])
+_BACKEND = click.Choice(list(VIDEO_BACKENDS))
 _POS_INT = click.IntRange(min=1)
 
 

@@ -53,7 +53,9 @@ __all__ = [
     "DATA_FORMATS",
 ]
 
-VIDEO_BACKENDS = ("auto", "pyav", "decord", "torchcodec")  # vidtok.io.BACKENDS plus auto (kept here: no torch import)
+# vidtok.io.BACKENDS and vidtok.kernels.BACKENDS, named here so that checking a config imports no torch (a test keeps
+# them equal)
+VIDEO_BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 ATTN_BACKENDS = ("auto", "triton", "sdpa", "math")
 DATA_FORMATS = ("kinetics", "list", "folder")
 AMP_MODES = ("none", "bf16", "fp16")
