@@ -52,6 +52,12 @@ def one_line(text: str, limit: int = 1000) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def exception_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an exception on one line (the reason recorded for a file or a checkpoint that failed)."""
+    msg = one_line(str(e), limit)
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
 def format_error(e: BaseException) -> tuple[str, int]:
     """The one line ``error: ...`` the CLI prints for ``e``, and the exit code.
 

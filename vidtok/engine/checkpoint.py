@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidtok.errors import CheckpointError
+from vidtok.errors import CheckpointError, exception_line
 
 __all__ = [
     "CKPT_DIR",
@@ -106,11 +106,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    msg = " ".join(f"{type(e).__name__}: {e}".split())
-    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
-
-
 def _sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -177,7 +172,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 tensors[k] = f.get_tensor(k)
     except Exception as e:  # safetensors raises SafetensorError / OSError on truncated or garbled files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(e)})") from e
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exception_line(e)})") from e
     return tensors, meta
 
 
@@ -275,7 +270,7 @@ def load_checkpoint(weights_path: str | os.PathLike) -> tuple[dict[str, torch.Te
     try:
         state = torch.load(spath, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{spath}: corrupt or truncated state file ({_one_line(e)})") from e
+        raise CheckpointError(f"{spath}: corrupt or truncated state file ({exception_line(e)})") from e
     if not isinstance(state, dict) or "weights_sha256" not in state:
         raise CheckpointError(f"{spath}: not a vidtok training state file")
     if not p.is_file():

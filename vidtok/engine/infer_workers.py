@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from vidtok.errors import exception_line
+
 __all__ = ["ViewSpec", "prepare_views", "DecodePool", "FAULT_HOOK_ENV"]
 
 FAULT_HOOK_ENV = "VIDTOK_INFER_FAULT_HOOK"
@@ -138,11 +140,6 @@ def prepare_views(path: str, spec: ViewSpec) -> tuple[dict, np.ndarray]:
     return info, out
 
 
-def _one_line(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return f"{type(e).__name__}: {s[:300]}" if s else type(e).__name__
-
-
 def _load_hook():
     spec = os.environ.get(FAULT_HOOK_ENV, "")
     if not spec:
@@ -204,7 +201,7 @@ def _worker_main(task_conn, result_conn, spec: ViewSpec, parent_pid: int | None 
             result_conn.send(("error", tid, e.reason))
             continue
         except Exception as e:  # any failure on one file is that file's error, never the worker's end
-            result_conn.send(("error", tid, _one_line(e)))
+            result_conn.send(("error", tid, exception_line(e)))
             continue
         result_conn.send(("ok", tid, info, views.shape))
         result_conn.send_bytes(memoryview(views).cast("B"))
@@ -438,7 +435,7 @@ class DecodePool:
                     return None
                 continue
             if isinstance(item, BaseException):
-                raise RuntimeError(f"decode supervisor failed: {_one_line(item)}") from item
+                raise RuntimeError(f"decode supervisor failed: {exception_line(item)}") from item
             with self._lock:
                 self._buffered -= 1
             return item
