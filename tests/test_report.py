@@ -228,3 +228,19 @@ def test_cli_import_stays_light():
     code = f"import json, sys, vidtok.cli, vidtok.report; print(json.dumps([m for m in {heavy} if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_relative_paths_and_an_embed_only_report(job, tmp_path, monkeypatch):
+    """A path recorded relative to the output's folder is found from elsewhere; an embed output alone is a map
+    coloured by video."""
+    rel = job["preds"].parent / "rel.jsonl"
+    row = {"path": "videos/good0.mp4", "status": "ok", "error": "", "duration": 0.8, "views": 1}
+    rel.write_text(json.dumps({**row, "labels": ["a"], "probs": [0.9], "indices": [0]}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    res = write_report([rel], tmp_path / "r")
+    (r,) = read_data(tmp_path / "r")["classify"]["rows"]
+    assert res["videos"] == 1 and r["t"] == f"{thumb_key(job['good'][0])}.jpg" and r["n"] == "good0.mp4"
+    write_report([job["emb"]], tmp_path / "e", thumbnails=False)
+    data = read_data(tmp_path / "e")
+    assert data["classify"] is None and set(data["embed"]["c"]) == {-1} and len(data["errors"]) == 5
+    assert all(e["src"] == "embed" for e in data["errors"])
