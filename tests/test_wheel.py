@@ -44,6 +44,7 @@ def test_wheel_installs_and_runs_the_demo_path_outside_the_repo(tmp_path):
     (wheel,) = dist.glob("vidtok-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "vidtok/configs/demo_vidtok_ti.yaml" in names and "vidtok/data/classes/classes_k400.txt" in names
+    assert {f"vidtok/report/assets/{f}" for f in ("index.html", "report.js", "report.css")} <= set(names)
     assert len([n for n in names if n.startswith("vidtok/configs/") and n.endswith(".yaml")]) >= 20
     assert not [n for n in names if n.startswith(("tests/", "tools/", "configs/", "docs/"))]
     package_files = [p.relative_to(ROOT).as_posix() for p in (ROOT / "vidtok").rglob("*") if p.is_file()]
