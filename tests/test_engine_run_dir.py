@@ -4,8 +4,10 @@ files written with the user's umask, and load_model falling back past an unusabl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import warnings
 
 import pytest
@@ -154,3 +156,56 @@ def test_load_model_falls_back_to_the_previous_checkpoint(tmp_path):
     good.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         vidtok.load_model(run)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the DataLoader workers through /proc")
+def test_sigterm_stops_training_cleanly(tmp_path):
+    """`vidtok train` under SIGTERM (docker stop): exit 143 with one line, DataLoader workers gone, resumable run."""
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from vidtok.data.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "data", num_classes=2, per_class=3, val_per_class=1, size=32, frames=12)
+    run = tmp_path / "run"
+    sets = ["train.max_steps=500", "model.extra={depth: 2, token_reducer_layer: 1}", "data.num_workers=2",
+            "data.batch_size=2", "train.device=cpu", "train.ckpt_every=1",
+            f"data.root={tmp_path / 'data'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidtok.cli",
+        "train",
+        "--config",
+        "demo_vidtok_ti",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [*cmd, *[a for s in sets for a in ("--set", s)]], env=env, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(ck.list_checkpoints(run)) < 2 and proc.poll() is None:
+            time.sleep(0.2)
+        kids = set()
+        for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids |= {int(x) for x in (task / "children").read_text().split()}
+        assert kids, "no DataLoader workers"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        lines = err.decode().strip().splitlines()
+        assert (
+            proc.returncode == 143 and lines[-1] == "error: interrupted (SIGTERM)" and "Traceback" not in err.decode()
+        )
+        time.sleep(1)
+        assert not [k for k in kids if Path(f"/proc/{k}").exists()]
+        assert ck.load_latest(run)[3]["step"] >= 1  # a checkpoint to --resume from
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
