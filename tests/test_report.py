@@ -17,6 +17,7 @@ from tests._report_util import make_job, read_data
 from tests.videos import decode_all
 from vidtok.cli import cli
 from vidtok.engine.infer_io import read_classify_output, read_embed_output
+from vidtok.errors import VidtokError
 from vidtok.report.build import class_summary, cosine_neighbours, load_outputs, pca_2d, write_report
 from vidtok.report.thumbs import PREVIEW_FRAMES, thumb_key
 
@@ -244,3 +245,16 @@ def test_relative_paths_and_an_embed_only_report(job, tmp_path, monkeypatch):
     data = read_data(tmp_path / "e")
     assert data["classify"] is None and set(data["embed"]["c"]) == {-1} and len(data["errors"]) == 5
     assert all(e["src"] == "embed" for e in data["errors"])
+
+
+def test_embed_outputs_of_two_sizes_are_refused(tmp_path):
+    from vidtok.engine.infer_io import EmbedWriter
+
+    for name, dim in (("a.npy", 8), ("b.npy", 16)):
+        w = EmbedWriter(tmp_path / name)
+        rec = {"path": f"/v/{name}.mp4", "status": "ok", "error": "", "duration": 1.0, "clips": [[0.0, 1.0]]}
+        w.write(rec, np.ones((1, dim), np.float32))
+        w.close()
+        w.merge([rec["path"]])
+    with pytest.raises(VidtokError, match=r"b\.npy: 16-dim embeddings, but .*a\.npy has 8-dim ones"):
+        load_outputs([tmp_path / "a.npy", tmp_path / "b.npy"])
