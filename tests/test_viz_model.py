@@ -100,11 +100,12 @@ def test_cli_errors_are_one_line(square_video, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video" * 10)
     runner = CliRunner()
+    (tmp_path / "x").write_bytes(b"not read: the output extension is checked first")
     r = runner.invoke(cli, ["viz", str(square_video), "--checkpoint", str(tmp_path / "x"), "--out", "o.avi"])
     assert r.exit_code == 1 and "unsupported output extension '.avi'" in r.output
     assert r.output.strip().count("\n") == 0
     r = runner.invoke(cli, ["viz", str(square_video), "--checkpoint", str(tmp_path / "missing"), "--out", "o.png"])
-    assert r.exit_code == 1 and r.output.startswith("error:") and "missing" in r.output
+    assert r.exit_code == 2 and r.output.startswith("error:") and "missing" in r.output  # a usage error
     assert r.output.strip().count("\n") == 0
 
 

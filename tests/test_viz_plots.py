@@ -90,7 +90,7 @@ def test_plot_cli(tmp_path):
     assert r.exit_code == 0, r.output
     assert (run / "curves.png").is_file() and "curves.png" in r.output
     r = CliRunner().invoke(cli, ["plot", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
-    assert r.exit_code == 1 and r.output.startswith("error:") and r.output.strip().count("\n") == 0
+    assert r.exit_code == 2 and r.output.startswith("error:") and r.output.strip().count("\n") == 0
 
 
 def test_confusion_matrix(tmp_path):
