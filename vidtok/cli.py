@@ -197,15 +197,10 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
     from vidtok import kernels
 
     name = model_name or (cfg.model.name if cfg is not None else None)
-    if name:
-        from vidtok.models import list_models
+    if name:  # an unknown model fails before the table is printed
+        from vidtok.models.registry import model_entrypoint
 
-        if name not in list_models():
-            import difflib
-
-            near = difflib.get_close_matches(name, list_models(), n=3)
-            hint = f"did you mean {', '.join(near)}?" if near else f"known: {', '.join(list_models())}"
-            raise ConfigError(f"--model {name!r}: no such model; {hint}", key="model.name")
+        model_entrypoint(name)
 
     rows = [("vidtok", __version__), ("python", sys.version.split()[0])]
     for dist in ("torch", "torchvision", "av", "decord", "torchcodec", "triton", "transformers"):
