@@ -239,3 +239,28 @@ def test_usage_errors_fail_before_heavy_imports(tmp_path, argv):
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("error: ") and lines[-1] == "HEAVY=", r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_special_files_are_named_for_what_they_are(tmp_path):
+    """A FIFO would block a decoder and /dev/zero never ends: both are refused by kind, not called "empty"."""
+    import vidtok
+    from vidtok.errors import VideoDecodeError
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with pytest.raises(VideoDecodeError, match=r"is a FIFO \(named pipe\), not a regular video file"):
+        vidtok.open_video(tmp_path / "pipe.mp4")
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(VideoDecodeError, match="is a device, not a regular video file"):
+            vidtok.open_video("/dev/zero")
+
+
+def test_synth_overwrite_clears_the_folder(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "old.mp4").write_bytes(b"a video of an earlier dataset")
+    args = ["synth", str(out), "--classes", "1", "--per-class", "1", "--val-per-class", "0", "--size", "16"]
+    r = CliRunner().invoke(cli, [*args, "--frames", "2"])
+    assert r.exit_code == 2 and "--overwrite" in r.stderr and (out / "old.mp4").exists()
+    r = CliRunner().invoke(cli, [*args, "--frames", "2", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert not (out / "old.mp4").exists() and len(list(out.rglob("*.mp4"))) == 1
