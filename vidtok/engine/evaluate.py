@@ -297,6 +297,8 @@ def evaluate_checkpoint(
     d = cfg.data
     d.num_frames, d.frame_stride, d.crop_size = pc["num_frames"], pc["frame_stride"], pc["crop_size"]
     d.test_short_side = pc["short_side"]
+    if d.scale_range[0] < d.crop_size:  # training-only jitter, kept consistent with the checkpoint's crop
+        d.scale_range = (d.crop_size, max(d.scale_range[1], d.crop_size))
     d.mean, d.std = tuple(pc["mean"]), tuple(pc["std"])
     d.test_clips = clips if clips is not None else pc["test_clips"]
     d.test_crops = crops if crops is not None else pc["test_crops"]
