@@ -291,13 +291,21 @@ def test_ray_imported_only_for_engine_ray(job):
 
 
 def test_engine_options_checked():
-    from vidtok.engine.infer_ray import parse_replicas
+    from vidtok.engine.infer_ray import parse_replicas, plan_replicas
     from vidtok.errors import ConfigError
 
     assert parse_replicas("2") == (2, 2) and parse_replicas("1:4") == (1, 4) and parse_replicas(None) is None
     for bad in ("0", "3:2", "x"):
         with pytest.raises(ConfigError, match="--replicas"):
             parse_replicas(bad)
+    # the pool the cluster's resources give: a GPU (and one CPU) per replica up to one per GPU, else CPU replicas
+    assert plan_replicas({"CPU": 96, "GPU": 8}, "auto", None) == (True, (1, 8), 1.0)
+    assert plan_replicas({"CPU": 96, "GPU": 8}, "cpu", None) == (False, (1, 1), 2.0)
+    assert plan_replicas({"CPU": 2}, "auto", (1, 2)) == (False, (1, 2), 1.0)
+    with pytest.raises(ConfigError, match="no GPU"):
+        plan_replicas({"CPU": 8}, "cuda", None)
+    with pytest.raises(ConfigError, match="--device"):
+        plan_replicas({"CPU": 8}, "tpu", None)
     with pytest.raises(ConfigError, match="--engine"):
         classify(["nowhere"], "nothing.safetensors", engine="spark")
     with pytest.raises(ConfigError, match="go with --engine ray"):

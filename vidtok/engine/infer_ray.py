@@ -35,7 +35,7 @@ import numpy as np
 from vidtok.engine.infer_workers import ViewSpec
 from vidtok.errors import ConfigError, VidtokError
 
-__all__ = ["RAY_INSTALL", "import_ray", "run_ray", "parse_replicas"]
+__all__ = ["RAY_INSTALL", "import_ray", "run_ray", "parse_replicas", "plan_replicas"]
 
 RAY_INSTALL = "pip install 'vidtok[ray]'"
 
@@ -139,6 +139,25 @@ class _Replica:
 # Driver
 
 
+def plan_replicas(
+    resources: dict[str, float], device: str, replicas: tuple[int, int] | None
+) -> tuple[bool, tuple[int, int], float]:
+    """(GPU replicas?, (min, max) replicas, CPUs each replica holds) for a cluster's total ``resources``.
+
+    A GPU replica holds one GPU and one CPU to feed it, and the pool grows up to one replica per GPU. On a CPU-only
+    cluster one replica holds half the CPUs of a 2-CPU machine, 2 CPUs on a larger cluster; every other CPU decodes.
+    """
+    gpus = int(resources.get("GPU", 0))
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"--device {device!r}: with --engine ray use auto, cpu or cuda", key="device")
+    if device.startswith("cuda") and not gpus:
+        raise ConfigError(f"--device {device}: the Ray cluster has no GPU", key="device")
+    use_gpu = gpus > 0 and device != "cpu"
+    pool = replicas or ((1, gpus) if use_gpu else (1, 1))
+    cpus = float(resources.get("CPU", 1))
+    return use_gpu, pool, 1.0 if use_gpu else max(1.0, min(2.0, cpus / 2))
+
+
 def _init(ray, address: str | None) -> bool:
     """Connect to ``address`` (``auto``, ``HOST:PORT``, ``ray://...``) or start a local cluster; True if this call
     started the connection (and so ends it)."""
@@ -148,6 +167,9 @@ def _init(ray, address: str | None) -> bool:
     kw: dict[str, Any] = {"log_to_driver": False}
     if address is None:
         kw["include_dashboard"] = False
+        # workers of this job's own cluster run at the priority of the local engine's decoders (Ray's default
+        # niceness, 15, is for clusters whose nodes also run other services)
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(address=address, **kw)
     except (ConnectionError, ValueError, RuntimeError) as e:
@@ -168,7 +190,7 @@ def run_ray(
     batch_size: int,
     timeout: float,
     replicas: tuple[int, int] | None = None,
-    files_per_task: int = 1,
+    files_per_task: int | None = None,
 ) -> None:
     """Run the job of ``paths`` on Ray; call ``on_done(path, info, outputs, error)`` once per video on the driver.
 
@@ -183,7 +205,9 @@ def run_ray(
         batch_size: views per model call (across videos).
         timeout: seconds one file may take to decode.
         replicas: (min, max) model replicas; None: one per GPU in the cluster, else one.
-        files_per_task: files per decode task (one isolated decode process each; rows stream out per video).
+        files_per_task: files per decode task (one isolated decode process each). None: one while the job has fewer
+            than 4 files per cluster CPU (fine-grained balancing, rows as soon as each video is done), up to 4 on
+            larger jobs (a task's set-up, ~0.05 s, is then shared; its rows come back together).
     """
     if not paths:
         return
@@ -200,16 +224,7 @@ def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, 
     import torch
     from ray.data import ActorPoolStrategy, DataContext
 
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if device.startswith("cuda") and not gpus:
-        raise ConfigError(f"--device {device}: the Ray cluster has no GPU", key="device")
-    use_gpu = gpus > 0 and device != "cpu"
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ConfigError(f"--device {device!r}: with --engine ray use auto, cpu or cuda", key="device")
-    lo, hi = replicas or ((1, gpus) if use_gpu else (1, 1))
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    # CPU replicas: half the CPUs of a small node, 2 on a large one (the rest decode); a GPU replica feeds on 1 CPU
-    replica_cpus = 1.0 if use_gpu else max(1.0, min(2.0, cpus / 2))
+    use_gpu, (lo, hi), replica_cpus = plan_replicas(ray.cluster_resources(), device, replicas)
     threads = int(replica_cpus)
 
     ctx = DataContext.get_current()
@@ -221,6 +236,8 @@ def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, 
 
     ref = ray.put(make_forward)
     items = [{"tid": i, "path": p} for i, p in enumerate(paths)]
+    if files_per_task is None:
+        files_per_task = max(1, min(4, len(paths) // (4 * int(ray.cluster_resources().get("CPU", 1)))))
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), -(-len(items) // files_per_task))))
     ds = ds.map_batches(
         _decode,
