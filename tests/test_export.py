@@ -27,6 +27,7 @@ FAMILIES = {
     "vivit_b16x2_fdp": ONE,  # Model 4
     "tokshift_ti16": ONE,  # TokShift
     "vidtok_ti": {"token_reducer_layer": 1},  # TokShift + TokenLearner after block 1 of 2
+    "vivit_b16x2_tl8": {"token_reducer_layer": 1, "num_heads": 2},  # Model 1 + TokenLearner
     "videomae_b16x2": ONE,
     "timesformer_b16": ONE,
     "vivit_ti16x2+ats": {"token_reducer": {"kind": "ats", "at_block": 1, "num_tokens": 3}},

@@ -21,6 +21,7 @@ FAMILIES = {
     "vivit_b16x2_fdp": {},  # Model 4: factorised dot product
     "tokshift_ti16": {},  # frame-wise ViT + TokShift
     "vidtok_ti": {"token_reducer_layer": 1},  # TokShift + TokenLearner
+    "vivit_b16x2_tl8": {"token_reducer_layer": 1},  # Model 1 + TokenLearner
     "videomae_b16x2": {},  # sincos positions, q/v bias
     "timesformer_b16": {},  # divided space-time, separable positions
 }
@@ -113,15 +114,29 @@ def test_flop_counter_under_no_grad_and_inference_mode(name):
     assert inf.is_inference() and torch.equal(inf, ref)
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
-def test_compile_fullgraph(name):
+COMPILE_REDUCERS = {**REDUCERS, "token_pooling": {"kind": "token_pooling", "at_block": 1, "num_tokens": 2}}
+
+
+@pytest.mark.parametrize(
+    "name,reducer", [(n, None) for n in FAMILIES] + [("vivit_ti16x2", r) for r in COMPILE_REDUCERS], ids=str
+)
+def test_compile_fullgraph(name, reducer):
     """One Dynamo graph (no graph break) per family; the eager backend keeps this fast (Inductor: next test)."""
     torch._dynamo.reset()
-    m = tiny(name).eval()
+    m = tiny(name, **({"token_reducer": COMPILE_REDUCERS[reducer]} if reducer else {})).eval()
     x = clip()
     compiled = torch.compile(m, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), m(x), rtol=0, atol=0)
+
+
+def test_compile_fullgraph_refuses_mixed_scale():
+    """Mixed-scale tubelets keep an input-dependent token count: a graph break, so fullgraph=True fails."""
+    torch._dynamo.reset()
+    m = tiny("vivit_ti16x2", img_size=64, token_reducer={"kind": "mixed_scale"}).eval()
+    x = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad(), pytest.raises(Exception, match="data-dependent"):
+        torch.compile(m, fullgraph=True, backend="eager")(x)
 
 
 def test_compile_inductor_tiny():
