@@ -306,6 +306,13 @@ def test_engine_options_checked():
         plan_replicas({"CPU": 8}, "cuda", None)
     with pytest.raises(ConfigError, match="--device"):
         plan_replicas({"CPU": 8}, "tpu", None)
+    from vidtok.engine.infer_ray import _check_reachable
+    from vidtok.errors import VidtokError
+
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        _check_reachable("nowhere")
+    with pytest.raises(VidtokError, match="nothing answers"):
+        _check_reachable("127.0.0.1:1")  # port 1: refused at once
     with pytest.raises(ConfigError, match="--engine"):
         classify(["nowhere"], "nothing.safetensors", engine="spark")
     with pytest.raises(ConfigError, match="go with --engine ray"):

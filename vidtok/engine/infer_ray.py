@@ -170,12 +170,30 @@ def _init(ray, address: str | None) -> bool:
         # workers of this job's own cluster run at the priority of the local engine's decoders (Ray's default
         # niceness, 15, is for clusters whose nodes also run other services)
         os.environ.setdefault("RAY_worker_niceness", "0")
+    _check_reachable(address)
     try:
         ray.init(address=address, **kw)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = address or "a local cluster"
         raise VidtokError(f"--address {where}: cannot connect to Ray ({' '.join(str(e).split())[:200]})") from None
     return True
+
+
+def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """A one-line error now for a ``HOST:PORT`` nothing answers on (Ray itself retries for minutes)."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: expected auto or HOST:PORT, e.g. 10.0.0.1:6379", key="address")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise VidtokError(
+            f"--address {address}: nothing answers there ({e.strerror or e}); is `ray start` running?"
+        ) from None
 
 
 def run_ray(
