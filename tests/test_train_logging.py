@@ -53,6 +53,8 @@ def test_tensorboard_scalars_match_metrics_jsonl_and_plot_still_works(tmp_path):
     assert tb_lr[steps[-1]["step"]] == pytest.approx(steps[-1]["lr"], rel=1e-6)
     epochs = [r for r in rows if r["kind"] == "epoch"]
     assert [e.value for e in acc.Scalars("val/top1")] == pytest.approx([r["val_top1"] for r in epochs])
+    images = acc.Images("val/confusion")  # 3 classes, 16 px a cell, one per evaluation
+    assert [e.step for e in images] == [r["step"] for r in epochs] and images[0].width == images[0].height == 48
 
     from vidtok.viz.plots import plot_training_curves
 

@@ -129,7 +129,8 @@ class _Metrics:
     """metrics.jsonl (always; `vidtok plot` and resume read it) + TensorBoard when ``log_to`` asks, rank 0 only.
 
     TensorBoard tags: ``train/{loss, lr, clips_per_sec, grad_norm}`` per logged step, ``epoch/{loss, lr}`` and
-    ``val/{top1, top5, loss}`` per epoch; tensorboard is imported only when asked for.
+    ``val/{top1, top5, loss}`` per epoch, and the image ``val/confusion`` (row-normalised confusion matrix) at each
+    evaluation; tensorboard is imported only when asked for.
     """
 
     def __init__(
@@ -176,6 +177,16 @@ class _Metrics:
                     tag = f"val/{k[4:]}" if k.startswith("val_") else f"{group}/{k}"
                     self.tb.add_scalar(tag, v, row.get("step", 0))
             self.tb.flush()
+
+    def confusion(self, matrix: Any, step: int) -> None:
+        """The row-normalised confusion matrix (rows = true class) as a grey image ``val/confusion``, 16 px a cell."""
+        if self.tb is None or matrix is None:
+            return
+        m = torch.as_tensor(matrix, dtype=torch.float32)
+        m = m / m.sum(1, keepdim=True).clamp_min(1)  # (K, K) in [0, 1]
+        img = m.repeat_interleave(16, 0).repeat_interleave(16, 1)[None]  # (1, 16·K, 16·K)
+        self.tb.add_image("val/confusion", img, step, dataformats="CHW")
+        self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:
@@ -689,6 +700,7 @@ def train(
             finished = step >= total_steps
             if val_dataset is not None and (finished or (tc.eval_every > 0 and (epoch + 1) % tc.eval_every == 0)):
                 last_val = run_eval(cfg, ema.module if ema is not None else model, val_dataset, device, dist_info)
+                metrics.confusion(last_val.pop("confusion", None), step)
                 row.update({f"val_{k}": v for k, v in last_val.items() if isinstance(v, (int, float))})
                 log(f"epoch {epoch}: loss {ep_loss:.4f}  val top1 {last_val['top1']:.2f}  top5 {last_val['top5']:.2f}")
                 model.train()
@@ -738,4 +750,10 @@ def run_eval(cfg: Config, model: nn.Module, val_dataset, device: torch.device, d
         rank=dist_info.rank,
         world_size=dist_info.world_size,
     )
-    return {"top1": res["top1"], "top5": res["top5"], "loss": res["loss"], "num_samples": res["num_samples"]}
+    return {
+        "top1": res["top1"],
+        "top5": res["top5"],
+        "loss": res["loss"],
+        "num_samples": res["num_samples"],
+        "confusion": res.get("confusion"),
+    }
