@@ -145,7 +145,7 @@ def test_job_record_holds_the_decoder_and_resume_refuses_another(job, tmp_path):
         classify(one, job["ckpt"], out=out, resume=True, num_workers=1, backend="pyav", device="cpu")
 
 
-def test_training_records_a_non_utf8_bad_file(tmp_path):
+def test_training_records_a_non_utf8_bad_file(tmp_path, caplog):
     from vidtok.data.datasets import VideoClipDataset, read_bad_files
 
     bad_files = tmp_path / "bad_files.txt"
@@ -153,3 +153,5 @@ def test_training_records_a_non_utf8_bad_file(tmp_path):
     path = str(tmp_path / f"{LATIN1}.mp4")
     VideoClipDataset._record_failure(ds, path, f"{path}: cannot open")
     assert read_bad_files(bad_files)[0][0] == path and ds.num_failures == 1
+    [msg] = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert "caf\\xe9.mp4" in msg and msg.encode("utf-8")  # the log line is UTF-8 text: bad bytes as \xHH

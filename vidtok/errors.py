@@ -52,6 +52,11 @@ def one_line(text: str, limit: int = 1000) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def safe_text(s: str) -> str:
+    """Free text (an error message naming a non-UTF-8 file) made writable as UTF-8: bad bytes as ``\\xHH``."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def exception_line(e: BaseException, limit: int = 300) -> str:
     """``Type: message`` of an exception on one line (the reason recorded for a file or a checkpoint that failed)."""
     msg = one_line(str(e), limit)

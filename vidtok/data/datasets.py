@@ -37,7 +37,7 @@ import torch
 
 from vidtok.config import read_text
 from vidtok.data.samplers import random_clip, uniform_clips
-from vidtok.errors import ConfigError, VideoDecodeError, VidtokError
+from vidtok.errors import ConfigError, VideoDecodeError, VidtokError, safe_text
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -327,7 +327,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _record_failure(self, path: str, reason: str) -> None:
         self.num_failures += 1
         reason = " ".join(reason.split())
-        log.warning("skipping unreadable video %s: %s", path, reason)
+        log.warning("skipping unreadable video %s: %s", safe_text(path), safe_text(reason))
         if self.bad_files is not None:
             line = os.fsencode(path) + b"\t" + reason.encode("utf-8", "backslashreplace") + b"\n"
             os.makedirs(os.path.dirname(os.path.abspath(self.bad_files)), exist_ok=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from vidtok.errors import ConfigError, VidtokError
+from vidtok.errors import ConfigError, VidtokError, safe_text
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -109,11 +109,6 @@ def decode_path(text: str) -> str:
             raw += ch.encode("utf-8")
             i += 1
     return os.fsdecode(bytes(raw))
-
-
-def safe_text(s: str) -> str:
-    """Free text (an error message naming a non-UTF-8 file) made writable as UTF-8: bad bytes as ``\\xHH``."""
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 _FORMULA = re.compile(r"^'*[=+\-@\t\r]")
