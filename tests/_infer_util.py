@@ -2,12 +2,15 @@
 
 The fault hook is loaded by decode workers through ``VIDTOK_INFER_FAULT_HOOK=tests._infer_util:fault``; it
 simulates decoders that hang (``HANG`` in the file name), segfault (``CRASH``) or exit (``EXIT``) on chosen files,
-and slows every file down by ``VIDTOK_TEST_SLOW`` seconds (for kill-and-resume tests).
+and slows every file down by ``VIDTOK_TEST_SLOW`` seconds (for kill-and-resume tests). It acts only in a
+process that multiprocessing started (a decode worker): called anywhere else (the pytest process) it raises
+instead of hanging or killing that process.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import multiprocessing
 import os
 import shutil
 import signal
@@ -28,6 +31,8 @@ PCFG = dict(
 
 
 def fault(path: str) -> None:
+    if multiprocessing.parent_process() is None:
+        raise RuntimeError(f"the test fault hook runs only in a decode worker, not in process {os.getpid()}")
     name = os.path.basename(path)
     if "HANG" in name:
         time.sleep(3600)

@@ -9,6 +9,10 @@
 - ``lossless_video``: shortcut for ``video_fixture("lossless")``: 40 frames 64x48, keyframe every 8 frames.
 - ``write_test_video``: ``write_test_video(name, frames, fps=25, codec="libx264rgb", **kw) -> Path`` in a
   session folder (see :func:`tests.videos.write_video`).
+
+Every test report's captured output (log, stdout, stderr) is made UTF-8-safe before pytest-xdist sends it to the
+controller: a file name that is not UTF-8, captured as a lone surrogate, would otherwise kill the worker
+(execnet: "strings must be utf-8 encodable") and with it the whole run.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ import numpy as np
 import pytest
 
 from tests.videos import make_fixture, sample_video_paths, write_video
+from vidtok.errors import safe_text
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, safe_text(text)) for title, text in report.sections]
 
 
 @pytest.fixture(scope="session")

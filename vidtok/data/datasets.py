@@ -463,9 +463,8 @@ def build_dataset(
     if missing:
         shown = ", ".join(missing[:_SHOW])
         more = f" and {len(missing) - _SHOW} more" if len(missing) > _SHOW else ""
-        log.warning(
-            "%s: %d of %d videos are missing: %s%s", ann, len(missing), len(missing) + len(samples), shown, more
-        )
+        total = len(missing) + len(samples)
+        log.warning("%s", safe_text(f"{ann}: {len(missing)} of {total} videos are missing: {shown}{more}"))
     if not samples:
         raise ConfigError(f"{ann}: no videos found ({len(missing)} listed files missing)", key=f"data.{split}")
     if transform == "default":

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from vidtok.errors import VideoDecodeError
+from vidtok.errors import VideoDecodeError, safe_text
 
 # Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (docs/benchmarks.md).
 # vidtok's PyAV reader decodes the fewest frames (it skips unwanted non-reference frames) and was the fastest on 4
@@ -314,7 +314,7 @@ class Video:
         """Replace a failed torchcodec/decord reader with PyAV (once per Video)."""
         old = self._open_reader()
         warnings.warn(
-            f"{self.path}: {old.name} failed ({type(err).__name__}: {_one_line(err)}); retrying with pyav",
+            safe_text(f"{self.path}: {old.name} failed ({type(err).__name__}: {_one_line(err)}); retrying with pyav"),
             RuntimeWarning,
             stacklevel=3,
         )
@@ -338,8 +338,10 @@ class Video:
         self._meta = dataclasses.replace(self._reader.metadata, backend="pyav")
         if self._reader.metadata.num_frames != old_meta.num_frames:
             warnings.warn(
-                f"{self.path}: pyav counts {self._reader.metadata.num_frames} frames, {old.name} "
-                f"counted {old_meta.num_frames}",
+                safe_text(
+                    f"{self.path}: pyav counts {self._reader.metadata.num_frames} frames, {old.name} "
+                    f"counted {old_meta.num_frames}"
+                ),
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -537,7 +539,9 @@ def open_video(
             )
     except Exception as e:
         warnings.warn(
-            f"{path}: {name} cannot read it exactly ({_one_line(e)}); using pyav", RuntimeWarning, stacklevel=2
+            safe_text(f"{path}: {name} cannot read it exactly ({_one_line(e)}); using pyav"),
+            RuntimeWarning,
+            stacklevel=2,
         )
         return Video(path, ref, num_threads=num_threads, short_side=short_side)
     return Video(path, reader, num_threads=num_threads, short_side=short_side, pyav=ref)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidtok.errors import CheckpointError
+from vidtok.errors import CheckpointError, safe_text
 
 __all__ = [
     "FORMAT",
@@ -360,7 +360,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         if errors:
             import warnings
 
-            warnings.warn(f"{errors[0]}; loaded {c} instead", RuntimeWarning, stacklevel=2)
+            warnings.warn(safe_text(f"{errors[0]}; loaded {c} instead"), RuntimeWarning, stacklevel=2)
         return model
     raise CheckpointError(f"{p}: no usable checkpoint ({len(errors)} tried; newest: {errors[0]})")
 
