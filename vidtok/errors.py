@@ -63,6 +63,13 @@ def exception_line(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
+def exception_reason(e: BaseException, limit: int = 300) -> str:
+    """The message of ``e`` on one line, or its type name if it has none: the reason recorded next to a file that
+    failed to decode. An ``OSError``-like error (FFmpeg's ``[Errno N] ...: 'path'``) gives its ``strerror`` alone,
+    since the path is already named."""
+    return one_line(getattr(e, "strerror", None) or str(e), limit) or type(e).__name__
+
+
 def format_error(e: BaseException) -> tuple[str, int]:
     """The one line ``error: ...`` the CLI prints for ``e``, and the exit code.
 

@@ -30,13 +30,13 @@ import os
 import stat
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from vidtok.errors import VideoDecodeError, safe_text
+from vidtok.errors import VideoDecodeError, exception_line, exception_reason, safe_text
+from vidtok.io.metadata import Reader, VideoMetadata
 
 # Order of preference for backend="auto": fastest first, measured by tools/bench_decode.py (docs/benchmarks.md).
 # vidtok's PyAV reader decodes the fewest frames (it skips unwanted non-reference frames) and was the fastest on 4
@@ -66,47 +66,6 @@ EXACT_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv44
 # other frames, torchcodec runs out of frames before the last ones).
 PYAV_ONLY_FORMATS = frozenset({"mpegts", "mpeg"})
 _ROUTED: set[tuple[str, str]] = set()  # (backend, reason) pairs already announced in this process
-
-
-@dataclass(frozen=True)
-class VideoMetadata:
-    """What a backend knows about the video stream.
-
-    Attributes:
-        num_frames: number of frames in presentation order (counted from the packets / the backend's frame index,
-            not taken from the header, which can be wrong).
-        fps: average frame rate (frames per second).
-        duration: stream duration in seconds.
-        width: coded frame width in pixels (before any rotation).
-        height: coded frame height in pixels (before any rotation).
-        codec: decoder name, e.g. ``"h264"``.
-        rotation: counter-clockwise display rotation in degrees from the container's display matrix (MP4/MOV track
-            matrix, Matroska projection roll; 0 if none). Frames are NOT rotated by vidtok.
-        backend: the backend serving the frames (the numbers are always PyAV's index of the stream).
-        stream: position of the stream among the file's video streams (0 = the first video stream).
-    """
-
-    num_frames: int
-    fps: float
-    duration: float
-    width: int
-    height: int
-    codec: str
-    rotation: int = 0
-    backend: str = ""
-    stream: int = 0
-
-
-class Reader(Protocol):
-    """What a backend implements. ``read`` gets sorted, unique, in-range indices."""
-
-    name: str
-    metadata: VideoMetadata
-
-    def read(self, indices: list[int]) -> torch.Tensor:  # uint8 (N, H, W, 3)
-        ...
-
-    def close(self) -> None: ...
 
 
 _INSTALLED: dict[str, bool] = {}
@@ -314,7 +273,7 @@ class Video:
         """Replace a failed torchcodec/decord reader with PyAV (once per Video)."""
         old = self._open_reader()
         warnings.warn(
-            safe_text(f"{self.path}: {old.name} failed ({type(err).__name__}: {_one_line(err)}); retrying with pyav"),
+            safe_text(f"{self.path}: {old.name} failed ({exception_line(err)}); retrying with pyav"),
             RuntimeWarning,
             stacklevel=3,
         )
@@ -333,7 +292,7 @@ class Video:
             raise
         except Exception as e:
             raise VideoDecodeError(
-                self.path, f"{old.name} failed ({_one_line(err)}); pyav failed: {_one_line(e)}"
+                self.path, f"{old.name} failed ({exception_reason(err)}); pyav failed: {exception_reason(e)}"
             ) from e
         self._meta = dataclasses.replace(self._reader.metadata, backend="pyav")
         if self._reader.metadata.num_frames != old_meta.num_frames:
@@ -420,7 +379,7 @@ class Video:
             err: BaseException = e
         except Exception as e:  # backend libraries raise anything (RuntimeError, DECORDError, av.FFmpegError, ...)
             if self._fell_back:
-                raise VideoDecodeError(self.path, f"{reader.name}: {_one_line(e)}") from e
+                raise VideoDecodeError(self.path, f"{reader.name}: {exception_reason(e)}") from e
             err = e
         self._fallback(err)
         n = self.metadata.num_frames
@@ -432,7 +391,7 @@ class Video:
         except VideoDecodeError:
             raise
         except Exception as e:
-            raise VideoDecodeError(self.path, f"pyav: {_one_line(e)}") from e
+            raise VideoDecodeError(self.path, f"pyav: {exception_reason(e)}") from e
 
     def close(self) -> None:
         """Release the decoders and file handles. Safe to call twice."""
@@ -461,11 +420,6 @@ class Video:
             f"Video({self.path!r}, backend={self._reader.name!r}, {m.num_frames} frames, {m.width}x{m.height}, "
             f"{m.fps:.3f} fps, {m.codec})"
         )
-
-
-def _one_line(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return s[:300] if s else type(e).__name__
 
 
 def open_video(
@@ -515,7 +469,7 @@ def open_video(
     except VideoDecodeError:
         raise
     except Exception as e:
-        raise VideoDecodeError(path, _one_line(e)) from e
+        raise VideoDecodeError(path, exception_reason(e)) from e
     if name == "pyav":
         return Video(path, ref, num_threads=num_threads, short_side=short_side)
     reason = route_reason(name, ref)
@@ -539,7 +493,7 @@ def open_video(
             )
     except Exception as e:
         warnings.warn(
-            safe_text(f"{path}: {name} cannot read it exactly ({_one_line(e)}); using pyav"),
+            safe_text(f"{path}: {name} cannot read it exactly ({exception_reason(e)}); using pyav"),
             RuntimeWarning,
             stacklevel=2,
         )

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from vidtok.errors import VideoDecodeError
+from vidtok.errors import VideoDecodeError, exception_reason
 from vidtok.io.backends.common import average_fps, resize_short_side
-from vidtok.io.video import VideoMetadata
+from vidtok.io.metadata import VideoMetadata
 
 
 def _import_decord():
@@ -23,11 +23,6 @@ def _import_decord():
     except ImportError as e:
         raise ImportError("the decord video backend needs decord: pip install decord") from e
     return decord
-
-
-def _msg(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return s[:300] if s else type(e).__name__
 
 
 class DecordReader:
@@ -44,7 +39,7 @@ class DecordReader:
         try:
             self._vr: Any = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
         except Exception as e:
-            raise VideoDecodeError(path, f"decord cannot open it: {_msg(e)}") from e
+            raise VideoDecodeError(path, f"decord cannot open it: {exception_reason(e)}") from e
         n = len(self._vr)
         if n <= 0:
             raise VideoDecodeError(path, "decord found no frames")

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidtok.errors import VideoDecodeError
+from vidtok.errors import VideoDecodeError, exception_reason
 from vidtok.io.backends.common import average_fps, container_rotation, resize_short_side
-from vidtok.io.video import VideoMetadata
+from vidtok.io.metadata import VideoMetadata
 
 # Decoders whose non-reference frames may be skipped when not wanted (checked for exactness in tests/test_io_*).
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp9"})
@@ -48,13 +48,6 @@ def _pyav_major() -> int:
 
 
 _REFORMAT_HAS_THREADS = _pyav_major() >= 17  # VideoReformatter.reformat(..., threads=) appeared in PyAV 17
-
-
-def _msg(e: BaseException) -> str:
-    # FFmpeg errors render as "[Errno N] Invalid data ...: 'path'"; the strerror alone is the useful part.
-    s = getattr(e, "strerror", None) or str(e)
-    s = " ".join(str(s).split())
-    return s[:300] if s else type(e).__name__
 
 
 class PyAVReader:
@@ -81,7 +74,7 @@ class PyAVReader:
         try:
             self._container = av.open(path, metadata_errors="ignore")
         except Exception as e:  # av.FFmpegError subclasses, UnicodeDecodeError, OSError
-            raise VideoDecodeError(path, f"cannot open as a video: {_msg(e)}") from e
+            raise VideoDecodeError(path, f"cannot open as a video: {exception_reason(e)}") from e
         try:
             self._init_stream(num_threads)
         except BaseException:

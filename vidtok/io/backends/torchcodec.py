@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from vidtok.errors import VideoDecodeError
+from vidtok.errors import VideoDecodeError, exception_reason
 from vidtok.io.backends.common import resize_short_side, rotation_degrees
-from vidtok.io.video import VideoMetadata
+from vidtok.io.metadata import VideoMetadata
 
 
 def _import_decoder():
@@ -36,11 +36,6 @@ def _import_decoder():
             "(and e.g. apt-get install ffmpeg)"
         ) from e
     return VideoDecoder
-
-
-def _msg(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return s[:300] if s else type(e).__name__
 
 
 class TorchCodecReader:
@@ -71,7 +66,7 @@ class TorchCodecReader:
                 device="cpu",
             )
         except Exception as e:
-            raise VideoDecodeError(path, f"torchcodec cannot open it: {_msg(e)}") from e
+            raise VideoDecodeError(path, f"torchcodec cannot open it: {exception_reason(e)}") from e
         md = self._dec.metadata
         rot = rotation_degrees(getattr(md, "rotation", None))
         self._undo_k = (-(rot // 90)) % 4  # torch.rot90 turns that undo torchcodec's display rotation
