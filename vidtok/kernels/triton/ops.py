@@ -167,10 +167,6 @@ def _lse_buffer(q: torch.Tensor) -> torch.Tensor:
     return torch.empty(q.shape[:4], device=q.device, dtype=torch.float32)  # (B, T, S, H)
 
 
-def _grid_rows(n_rows: int, block: int, n_problems: int) -> tuple[int, int]:
-    return (n_problems, triton_cdiv(n_rows, block))
-
-
 def triton_cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
