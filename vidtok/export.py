@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vidtok.errors import VidtokError
+from vidtok.errors import VidtokError, one_line
 
 __all__ = [
     "FORMATS",
@@ -128,7 +128,7 @@ def export_program(model: Any) -> Any:
     try:
         return torch.export.export(model, (_example(model),), dynamic_shapes=dyn, strict=False)
     except Exception as e:  # a model this module does not know to refuse: report torch's first line
-        first = " ".join(str(e).split("\n")[0].split())[:300]
+        first = one_line(str(e).split("\n")[0], 300)
         raise ExportError(f"torch.export failed for {getattr(model, 'model_name', 'model')!r}: {first}") from e
 
 
@@ -146,8 +146,7 @@ def _write_onnx(ep: Any, path: Path, meta: dict[str, Any], opset: int | None) ->
             verbose=False,
         )
     except Exception as e:
-        text = " ".join(str(e).split())
-        cause = text.split("Exception summary")[-1][:300] if "Exception summary" in text else text[:300]
+        cause = one_line(str(e).split("Exception summary")[-1], 300)
         raise ExportError(f"ONNX conversion failed: {cause}") from e
     props = prog.model.metadata_props
     props["vidtok"] = json.dumps(meta)

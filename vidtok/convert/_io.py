@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vidtok.errors import CheckpointError
+from vidtok.errors import CheckpointError, exception_line, one_line
 
 __all__ = ["read_state_dict", "read_json", "find_weight_files"]
 
@@ -65,7 +65,7 @@ def _read_one(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             if path.suffix == ".safetensors":
-                raise CheckpointError(f"{path}: not a valid safetensors file ({' '.join(str(e).split())})") from None
+                raise CheckpointError(f"{path}: not a valid safetensors file ({one_line(str(e))})") from None
             if not pickled:
                 raise CheckpointError(
                     f"{path}: not a weights file (neither safetensors nor a PyTorch checkpoint; it starts with "
@@ -74,10 +74,7 @@ def _read_one(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad or unsafe files
-        msg = " ".join(str(e).split())[:300]
-        raise CheckpointError(
-            f"{path}: cannot read as a weights-only PyTorch file ({type(e).__name__}: {msg})"
-        ) from None
+        raise CheckpointError(f"{path}: cannot read as a weights-only PyTorch file ({exception_line(e)})") from None
     return _unwrap(obj, path)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from vidtok.engine.infer_workers import ViewSpec
-from vidtok.errors import ConfigError, VidtokError
+from vidtok.errors import ConfigError, VidtokError, one_line
 
 __all__ = ["RAY_INSTALL", "import_ray", "run_ray", "parse_replicas", "plan_replicas"]
 
@@ -175,7 +175,7 @@ def _init(ray, address: str | None) -> bool:
         ray.init(address=address, **kw)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = address or "a local cluster"
-        raise VidtokError(f"--address {where}: cannot connect to Ray ({' '.join(str(e).split())[:200]})") from None
+        raise VidtokError(f"--address {where}: cannot connect to Ray ({one_line(str(e), 200)})") from None
     return True
 
 

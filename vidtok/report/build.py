@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vidtok.errors import ConfigError, VidtokError
+from vidtok.errors import ConfigError, VidtokError, one_line
 
 __all__ = [
     "MAP_METHODS",
@@ -69,7 +69,7 @@ def _output_kind(path: Path) -> str:
     try:
         names = _pyarrow_parquet().read_schema(path).names
     except Exception as e:  # pyarrow raises its own types for a file that is not parquet
-        raise VidtokError(f"{path}: cannot read parquet ({' '.join(str(e).split())[:200]})") from None
+        raise VidtokError(f"{path}: cannot read parquet ({one_line(str(e), 200)})") from None
     if "embedding" in names:
         return "embed"
     if "labels" in names and "status" in names:

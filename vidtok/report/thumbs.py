@@ -68,7 +68,7 @@ def _image(frame: np.ndarray, size: int, rotation: int):
 
 
 def _one(path: str, clip_ms: Sequence[int], folder: Path, cards: bool, ext: str) -> VideoThumbs:
-    from vidtok.errors import VidtokError
+    from vidtok.errors import VidtokError, one_line
     from vidtok.io import open_video
 
     key = thumb_key(path)
@@ -87,7 +87,7 @@ def _one(path: str, clip_ms: Sequence[int], folder: Path, cards: bool, ext: str)
             frames = video.get_frames(wanted).numpy()  # (len(wanted), H, W, 3) uint8
             rot = int(getattr(meta, "rotation", 0) or 0)
     except (VidtokError, OSError) as e:
-        res.error = " ".join(str(e).split())
+        res.error = one_line(str(e))
         return res
     at = {i: k for k, i in enumerate(wanted)}
     if cards:
