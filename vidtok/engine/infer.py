@@ -22,12 +22,8 @@ Example::
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import queue
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -48,9 +44,10 @@ from vidtok.engine.infer_io import (
     find_videos,
     write_job,
 )
+from vidtok.engine.infer_schedule import RateProgress, Scheduler, cpu_streams
 from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError
-from vidtok.logs import Progress, get_logger
+from vidtok.logs import get_logger
 
 ENGINES = ("local", "ray")
 
@@ -188,25 +185,6 @@ class _Dist:
 # The shared loop: decode pool -> cross-video batches -> model -> per-video callback
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool, desc: str):
-        self.bar = Progress(total, desc, "video") if enabled else None
-        self.t0 = time.monotonic()
-        self.clips = 0
-
-    def add_clips(self, n: int) -> None:
-        self.clips += n
-
-    def video_done(self) -> None:
-        if self.bar is not None:
-            dt = max(time.monotonic() - self.t0, 1e-9)
-            self.bar.update(1, postfix=f"{self.clips / dt:.1f} clips/s")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _normalizer(cfg: dict, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(cfg["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0)
@@ -227,191 +205,18 @@ def _run_loop(
     batch_size: int,
     num_workers: int,
     timeout: float,
-    progress: _Progress,
+    progress: RateProgress,
     streams: int | None = None,
 ) -> None:
-    """Decode ``paths`` in a pool, run ``forward`` on batches of views, call ``on_done(path, info, outputs, error)``
-    once per video (``outputs`` maps each key of ``forward``'s result to a CPU tensor with one row per view).
-
-    On CPU the model runs in ``streams`` threads (see :func:`cpu_streams`), each with ``cores // streams`` intra-op
-    threads, on parts of ``batch_size / streams`` views. Each stream takes the next part as soon as it is free (one
-    part waits ready beyond those being computed): no stream waits for another to finish a batch. Splitting each
-    batch and waiting for all its parts left a core idle whenever one part ran slower (it shared its core with a
-    decode worker), about 6 % of an end-to-end run on 2 cores."""
+    """Decode ``paths`` in a :class:`DecodePool` and let a :class:`Scheduler` run them through ``forward``."""
     if not paths:
         return
-    pin = device.type == "cuda"
-    queue_: deque = deque()  # [tid, views ndarray, next view index]
-    state: dict[int, dict] = {}
-    queued_views = 0
-    finished = 0
+    sched = Scheduler(
+        len(paths), forward, on_done, device=device, batch_size=batch_size, progress=progress, streams=streams
+    )
     max_buffered = max(2 * num_workers, 4)  # decoded videos held by the pool
-    cap = 2 * batch_size  # views taken out of the pool ahead of the model
-
-    threads = torch.get_num_threads()
-    n_streams, per_stream = cpu_streams(batch_size, streams) if device.type == "cpu" else (1, threads)
-    part = -(-batch_size // n_streams)  # views per model call
-
-    def take() -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-        """Up to ``part`` queued views (across videos) and their owners ``(tid, first view, count)``."""
-        nonlocal queued_views
-        chunks, owners = [], []
-        n = 0
-        while queue_ and n < part:
-            item = queue_[0]
-            tid, views, start = item
-            k = min(part - n, len(views) - start)
-            chunks.append(views[start : start + k])
-            owners.append((tid, start, k))
-            n += k
-            if start + k == len(views):
-                queue_.popleft()
-            else:
-                item[2] = start + k
-        queued_views -= n
-        return (np.concatenate(chunks) if len(chunks) > 1 else chunks[0]), owners
-
-    def run_model(x: np.ndarray) -> dict[str, torch.Tensor]:
-        t = torch.from_numpy(x)
-        if pin:
-            t = t.pin_memory()
-        return {k: v.float().cpu() for k, v in forward(t.to(device, non_blocking=pin)).items()}
-
-    def complete(owners: list[tuple[int, int, int]], out: dict[str, torch.Tensor]) -> None:
-        progress.add_clips(sum(k for _, _, k in owners))
-        off = 0
-        for tid, start, k in owners:
-            st = state[tid]
-            st["out"].append((start, {key: v[off : off + k] for key, v in out.items()}))
-            off += k
-            st["left"] -= k
-            if st["left"] == 0:
-                finish(tid)
-
-    def finish(tid: int, error: str = "") -> None:
-        nonlocal finished
-        st = state.pop(tid)
-        outs = None
-        if not error:  # parts of one video may come back from different streams in any order
-            parts = [o for _, o in sorted(st["out"], key=lambda p: p[0])]
-            outs = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-        on_done(st["path"], st["info"], outs, error)
-        finished += 1
-        progress.video_done()
-
-    # CPU streams: threads that take parts from `work` and put (owners, outputs or exception) on `done`
-    work: queue.Queue = queue.Queue(maxsize=1)
-    done: queue.Queue = queue.Queue()
-    inflight = 0  # parts handed to the streams and not yet completed
-
-    def stream_main() -> None:
-        while (item := work.get()) is not None:
-            owners, x = item
-            try:
-                done.put((owners, run_model(x)))
-            except BaseException as e:  # handed to the main thread, which raises it
-                done.put((owners, e))
-
-    def dispatch(x: np.ndarray, owners: list) -> None:
-        nonlocal inflight
-        if not workers:
-            complete(owners, run_model(x))
-            return
-        work.put((owners, x))  # blocks while every stream is busy and a part already waits
-        inflight += 1
-
-    def collect(block: bool) -> None:
-        nonlocal inflight
-        while inflight:
-            try:
-                owners, out = done.get(block=block)
-            except queue.Empty:
-                return
-            inflight -= 1
-            block = False
-            if isinstance(out, BaseException):
-                raise out
-            complete(owners, out)
-
-    workers: list[threading.Thread] = []
-    if device.type == "cpu":
-        torch.set_num_threads(per_stream)  # restored on exit
-    if n_streams > 1:
-        workers = [
-            threading.Thread(target=stream_main, name=f"vidtok-model_{i}", daemon=True) for i in range(n_streams)
-        ]
-        for w in workers:
-            w.start()
-
-    try:
-        with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
-            received = 0
-            while finished < len(paths):
-                collect(block=False)
-                arrived, waited = 0, False
-                if received < len(paths) and queued_views < cap:
-                    # Wait for decoded videos: without limit when there is nothing to run, briefly when a partial part
-                    # is waiting (if decoding is the bottleneck, partial parts cost nothing and rows get written
-                    # sooner), not at all when a full part is ready. Take no more than `cap` views, so that decoded
-                    # videos wait in the pool, whose back-pressure then stops giving workers new files.
-                    # With parts in flight, never block for long: their rows are written as soon as they are done,
-                    # even while a slow file holds up the pool (an interrupted job keeps them).
-                    if queued_views == 0:
-                        wait = 0.05 if inflight else None
-                    else:
-                        wait = 0.0 if queued_views >= part else 0.2
-                    waited = wait is not None and wait > 0
-                    item = pool.get(timeout=wait)
-                    while item is not None:
-                        received += 1
-                        arrived += 1
-                        tid, path, result = item
-                        if isinstance(result, str):
-                            state[tid] = {"path": path, "info": None, "out": [], "left": 0}
-                            finish(tid, error=result)
-                        else:
-                            info, views = result
-                            state[tid] = {"path": path, "info": info, "out": [], "left": len(views)}
-                            if len(views) == 0:
-                                finish(tid, error="no views")
-                            else:
-                                queue_.append([tid, views, 0])
-                                queued_views += len(views)
-                        item = pool.get(timeout=0) if received < len(paths) and queued_views < cap else None
-                last = received == len(paths)
-                while queued_views >= part or (queued_views > 0 and (last or (waited and arrived == 0))):
-                    dispatch(*take())
-                if last and queued_views == 0 and finished < len(paths):
-                    if not inflight:
-                        raise RuntimeError(f"{len(paths) - finished} videos were never completed (a bug)")
-                    collect(block=True)  # every video is decoded: wait for the streams
-    finally:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                work.get_nowait()  # parts not started (an error or Ctrl-C stopped the job)
-        for _ in workers:
-            work.put(None)
-        for w in workers:
-            w.join()
-        torch.set_num_threads(threads)
-
-
-def cpu_streams(batch_size: int, streams: int | None = None) -> tuple[int, int]:
-    """How ``classify`` / ``embed`` run the model on CPU: ``(streams, intra-op threads per stream)``.
-
-    Several model calls on parts of the batch, side by side in threads with few intra-op threads each, keep every
-    core busy without an OpenMP pool that spins against the decode workers. Measured on 2 cores (vidtok_ti,
-    tools/bench_infer.py): the model alone runs 0.96-1.29x as fast as one call with 2 threads, depending on the run
-    and the model size (so about the same); the gain is end to end, where classify ran at 1.57 vs 1.07 videos/s with
-    the former policy of ``cores - workers`` intra-op threads.
-
-    Args:
-        batch_size: clips per batch (a batch is split into at most this many parts).
-        streams: model threads; None: one per core (at most ``batch_size``).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = max(1, min(cores, batch_size)) if streams is None else max(1, min(int(streams), batch_size))
-    return n, max(1, cores // n)
+    with DecodePool(paths, spec, num_workers=num_workers, timeout=timeout, max_buffered=max_buffered) as pool:
+        sched.run(pool)
 
 
 def _model_digest(model: nn.Module) -> str:
@@ -758,7 +563,7 @@ def _run_job(
     """Run this rank's videos on the chosen engine with a progress bar, close the writer, wait for every rank.
 
     ``make_forward(torch.device)`` gives the model call on that device: here, or in each Ray model replica."""
-    progress = _Progress(len(todo), verbose and dist.rank == 0, kind)
+    progress = RateProgress(len(todo), verbose and dist.rank == 0, kind)
     try:
         if ray_opts is not None:
             from vidtok.engine.infer_ray import run_ray
