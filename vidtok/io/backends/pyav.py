@@ -50,6 +50,34 @@ def _pyav_major() -> int:
 _REFORMAT_HAS_THREADS = _pyav_major() >= 17  # VideoReformatter.reformat(..., threads=) appeared in PyAV 17
 
 
+def _scan_packets(container: Any, stream: Any) -> tuple[list, list, list, list, int]:
+    """Demux every packet of ``stream`` once (no decoding): presentation timestamps, keyframe pts, keyframe seek
+    timestamps (dts), packet durations, and the number of leading pictures.
+
+    Leading pictures are frames that follow a keyframe in decode order but are shown before it (open GOP: HEVC
+    CRA/RASL, H.264 recovery points, MPEG-2 open GOPs). Decoders that count frames from a keyframe after a seek get
+    them wrong (see vidtok.io.video.route_reason). A truncated or corrupt tail keeps the packets read before it.
+    """
+    pts, keys, seek_ts, durs = [], [], [], []
+    leading, key_pts = 0, None
+    try:
+        for p in container.demux(stream):
+            if p.size == 0 or p.is_discard:
+                continue
+            pts.append(p.pts)
+            durs.append(p.duration or 0)
+            if p.is_keyframe:
+                keys.append(p.pts)
+                seek_ts.append(p.dts if p.dts is not None else p.pts)
+                key_pts = p.pts
+            elif key_pts is not None and p.pts is not None and p.pts < key_pts:
+                leading += 1
+    except Exception:
+        if not pts:
+            raise
+    return pts, keys, seek_ts, durs, leading
+
+
 class PyAVReader:
     """Random access into one video stream with PyAV. See the module docstring for the strategy."""
 
@@ -105,27 +133,7 @@ class PyAVReader:
         if num_threads != 1:
             cc.thread_type = "AUTO"
 
-        pts, keys, seek_ts, durs = [], [], [], []
-        # Leading pictures: frames that follow a keyframe in decode order but are shown before it (open GOP: HEVC
-        # CRA/RASL, H.264 recovery points, MPEG-2 open GOPs). Decoders that count frames from a keyframe after a seek
-        # get them wrong (see vidtok.io.video.route_reason).
-        self.leading_pictures = 0
-        key_pts = None
-        try:
-            for p in c.demux(st):
-                if p.size == 0 or p.is_discard:
-                    continue
-                pts.append(p.pts)
-                durs.append(p.duration or 0)
-                if p.is_keyframe:
-                    keys.append(p.pts)
-                    seek_ts.append(p.dts if p.dts is not None else p.pts)
-                    key_pts = p.pts
-                elif key_pts is not None and p.pts is not None and p.pts < key_pts:
-                    self.leading_pictures += 1
-        except Exception:  # truncated/corrupt tail: keep the packets read so far
-            if not pts:
-                raise
+        pts, keys, seek_ts, durs, self.leading_pictures = _scan_packets(c, st)
         if not pts:
             raise VideoDecodeError(self.path, "video stream has no packets")
         self._sequential = any(p is None for p in pts) or len(set(pts)) != len(pts)
@@ -153,16 +161,7 @@ class PyAVReader:
         # alone (1 thread, same pixels: 0.032 vs 0.075 ms per 176x144 frame, 0.40 vs 0.51 ms at 452x340).
         self._reformat_kw = {"threads": num_threads} if _REFORMAT_HAS_THREADS else {}
 
-        tb = st.time_base or Fraction(1, 1)
-        if not self._sequential:  # span of the presentation timestamps + one frame
-            step = durs[pts.index(self._pts[-1])] or (self._pts[-1] - self._pts[0]) / max(n - 1, 1)
-            duration = float((self._pts[-1] - self._pts[0] + step) * tb)
-        elif st.duration:
-            duration = float(st.duration * tb)
-        elif c.duration:
-            duration = c.duration / 1_000_000
-        else:
-            duration = 0.0
+        duration = self._duration(durs[pts.index(self._pts[-1])] if self._pts else 0, n)
         rate = st.average_rate or st.guessed_rate
         fps = average_fps(n, duration, float(rate) if rate else 0.0)
         if duration <= 0 and fps > 0:
@@ -178,6 +177,20 @@ class PyAVReader:
             backend=self.name,
             stream=self._stream_pos,
         )
+
+    def _duration(self, last_packet_duration: int, n: int) -> float:
+        """Seconds from the first presentation timestamp to the end of the last frame (header values without
+        timestamps; 0 if none)."""
+        st, c = self._stream, self._container
+        tb = st.time_base or Fraction(1, 1)
+        if not self._sequential:  # span of the presentation timestamps + one frame
+            step = last_packet_duration or (self._pts[-1] - self._pts[0]) / max(n - 1, 1)
+            return float((self._pts[-1] - self._pts[0] + step) * tb)
+        if st.duration:
+            return float(st.duration * tb)
+        if c.duration:
+            return c.duration / 1_000_000
+        return 0.0
 
     def pts_seconds(self, indices: list[int]) -> list[float] | None:
         """Presentation times (seconds) of frames ``indices``, from the packet index; None without timestamps."""
