@@ -1,16 +1,22 @@
 """The inference scheduler without worker processes: a scripted source of decode results in, per-video callbacks
 out. Batches cross video boundaries and never exceed a part, every view comes back to its own video in view order,
-decode errors and videos without views become error rows at once, a model error stops the job and its threads."""
+decode errors and videos without views become error rows at once, a model error stops the job and its threads.
+The job set-up classify and embed share (discovery, --resume / --retry-failed / --overwrite, sharding, the job
+record) is checked on files that are never decoded."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from vidtok.engine.infer_schedule import Scheduler
+from vidtok.errors import ConfigError
 
 
 class ScriptedSource:
@@ -158,3 +164,62 @@ def test_a_model_error_stops_the_job_and_its_threads(streams):
 def test_no_videos_is_no_work():
     rec = run([])
     assert rec.rows == [] and rec.batches == []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The job set-up both commands share: discovery, resume bookkeeping, sharding, the job record (no decoding)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from tests._infer_util import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def open_job(ckpt, folder, out, rank_world=(0, 1), **opts):
+    from vidtok.engine.infer import InferJob, JobOptions
+    from vidtok.engine.infer_io import CLASSIFY_FORMATS, ClassifyWriter
+
+    job = InferJob("classify", ckpt, out, CLASSIFY_FORMATS, JobOptions(device="cpu", backend="pyav", **opts))
+    rank, world = rank_world  # the shard this rank would take: a stand-in for the process group
+    job.dist = SimpleNamespace(rank=rank, world=world, barrier=lambda: None)
+    writer = ClassifyWriter(out, topk=1, rank=job.dist.rank, world_size=job.dist.world)
+    job.open([folder], writer, lambda: job.record(views="1x1", topk=1))
+    return job
+
+
+def test_job_setup_resumes_retries_and_shards_without_decoding(ckpt, tmp_path):
+    from vidtok.engine.infer_io import ClassifyWriter, job_path
+    from vidtok.errors import VidtokError
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    names = [f"{c}.mp4" for c in "abcde"]
+    for n in names:
+        (folder / n).write_bytes(b"not decoded here")
+    out = tmp_path / "preds.csv"
+    job = open_job(ckpt, folder, out)
+    assert [os.path.basename(p) for p in job.todo] == names and job.skipped == 0
+    record = json.loads(job_path(out).read_text())
+    assert record["command"] == "classify" and record["views"] == "1x1" and len(record["weights_sha256"]) == 64
+
+    # a run that stopped after two videos: one ok, one failed
+    w = ClassifyWriter(out, topk=1)
+    row = dict(error="", duration=1.0, views=1, labels=["a"], probs=[1.0], indices=[0])
+    w.write({"path": str(folder / "a.mp4"), "status": "ok", **row})
+    w.write({"path": str(folder / "b.mp4"), "status": "error", **row, "error": "boom", "labels": [], "probs": []})
+    w.close()
+    with pytest.raises(VidtokError, match="exists; pass --resume"):
+        open_job(ckpt, folder, out)
+    job = open_job(ckpt, folder, out, resume=True)
+    assert [os.path.basename(p) for p in job.todo] == ["c.mp4", "d.mp4", "e.mp4"] and job.skipped == 2
+    job = open_job(ckpt, folder, out, resume=True, retry_failed=True)
+    assert [os.path.basename(p) for p in job.todo] == ["b.mp4", "c.mp4", "d.mp4", "e.mp4"] and job.skipped == 1
+    # rank 1 of 2 takes every second video still to do
+    job = open_job(ckpt, folder, out, resume=True, rank_world=(1, 2))
+    assert [os.path.basename(p) for p in job.todo] == ["d.mp4"]
+    job = open_job(ckpt, folder, out, overwrite=True)
+    assert len(job.todo) == 5 and not out.exists()
+    with pytest.raises(ConfigError, match="--resume and --overwrite"):
+        open_job(ckpt, folder, out, resume=True, overwrite=True)

@@ -22,9 +22,12 @@ Example::
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,9 @@ from vidtok.engine.infer_io import (
     _fmt_of,
     check_job,
     find_videos,
+    read_classify_output,
+    read_embed_output,
+    read_embed_videos,
     write_job,
 )
 from vidtok.engine.infer_schedule import RateProgress, Scheduler, cpu_streams
@@ -177,9 +183,6 @@ class _Dist:
         dist.all_reduce(t, group=self.group)
         return t.tolist()
 
-    def close(self) -> None:
-        """Nothing to release: a group this created stays up for later calls and is destroyed at exit."""
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # The shared loop: decode pool -> cross-video batches -> model -> per-video callback
@@ -231,88 +234,6 @@ def _model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _job_record(command: str, model: nn.Module, cfg: dict, backend: str, **settings: Any) -> dict[str, Any]:
-    """What makes an output's rows comparable: the weights, the preprocessing, the decoder (``auto`` resolved: two
-    decoders may differ in the last bit of a frame) and the command's settings."""
-    pre = {k: cfg[k] for k in ("num_frames", "frame_stride", "crop_size", "short_side", "mean", "std") if k in cfg}
-    return {
-        "command": command,
-        "weights_sha256": _model_digest(model),
-        "backend": backend,
-        **pre,
-        **settings,
-    }
-
-
-def _check_memory(what: str, views: int, num_frames: int, crop: int, short_side: int, batch_size: int) -> None:
-    """Refuse a request whose decoded views alone cannot fit in this machine's memory (before anything decodes).
-
-    A video's views ``(V, 3, T, crop, crop)`` uint8 exist in its worker, in the pipe buffer and in the parent
-    (about 3 copies), next to the decoded frames (at most ``V * T`` frames of ``short_side x 16/9 short_side``)."""
-    per_view = 3 * num_frames * crop * crop
-    frames = min(views, 1 << 16) * num_frames * short_side * (short_side * 16 // 9) * 3
-    need = 3 * views * per_view + frames + 2 * batch_size * per_view * 4
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return
-    if need > total:
-        gib = 1 << 30
-        raise ConfigError(
-            f"{what}: one video needs about {need / gib:.0f} GiB for {views} views of {num_frames}x{crop}x{crop} "
-            f"frames; this machine has {total / gib:.0f} GiB of memory: ask for fewer views",
-            key="views",
-        )
-
-
-def _prepare_job(
-    paths,
-    out,
-    *,
-    resume: bool,
-    overwrite: bool,
-    retry_failed: bool,
-    extensions,
-    make_writer,
-    dist: _Dist,
-    job: Callable[[], dict] | None = None,
-) -> tuple[list[str], list[str], int, Any]:
-    """Discover files, check / clear / repair OUT; return (all files, this rank's files to do, skipped, writer).
-
-    ``job()`` gives the record stored beside OUT (``OUT.job.json``); ``--resume`` refuses an output whose record
-    differs, so that one output never mixes rows of two checkpoints or view settings."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other (continue the output, or start it again)")
-    if retry_failed and not resume:
-        raise ConfigError("--retry-failed needs --resume (it retries the failed videos of an existing output)")
-    files = find_videos(paths, extensions)
-    if not files:
-        raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {extensions})")
-    writer = make_writer()
-    if out is not None:
-        record = job() if job is not None else None
-        exists = writer.exists()
-        dist.barrier()  # every rank has looked before anyone writes
-        if exists and not resume:
-            if not overwrite:
-                raise VidtokError(f"{out} exists; pass --resume to continue it or --overwrite to start again")
-            if dist.rank == 0:
-                writer.remove()
-        elif resume:
-            if record is not None:
-                check_job(out, record)  # every rank reads the same record, so all stop alike
-            writer.repair()
-        dist.barrier()
-        if record is not None and dist.rank == 0:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            write_job(out, record)
-    done = writer.done_paths(include_failed=not retry_failed) if resume else set()
-    dist.barrier()  # everyone has read the same `done` before anyone appends
-    done_real = {os.path.realpath(p) for p in done}  # the same file under another spelling counts as done
-    todo = [p for p in files if p not in done and os.path.realpath(p) not in done_real]
-    return files, todo[dist.rank :: dist.world], len(files) - len(todo), writer
-
-
 def _resolve_backend(backend: str) -> str:
     """The decoder a job uses (``auto`` resolved), or a one-line error for an unknown or missing one."""
     from vidtok.io import resolve_backend
@@ -323,17 +244,6 @@ def _resolve_backend(backend: str) -> str:
         raise ConfigError(f"--backend: {e}", key="backend") from None
     except ImportError as e:
         raise VidtokError(f"--backend: {e}") from None
-
-
-def _check_common(batch_size: int, num_workers: int, timeout: float, streams: int | None = None) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size!r}: must be an int >= 1", key="batch_size")
-    if not isinstance(num_workers, int) or num_workers < 1:
-        raise ConfigError(f"--workers {num_workers!r}: must be an int >= 1 (decoding is isolated in workers)")
-    if not timeout > 0:
-        raise ConfigError(f"--timeout {timeout!r}: must be > 0 seconds", key="timeout")
-    if streams is not None and (not isinstance(streams, int) or isinstance(streams, bool) or streams < 1):
-        raise ConfigError(f"--streams {streams!r}: must be an int >= 1 (or 0 / None for one per core)", key="streams")
 
 
 def _check_engine(engine: str, address: str | None, replicas) -> dict | None:
@@ -351,20 +261,239 @@ def _check_engine(engine: str, address: str | None, replicas) -> dict | None:
     return opts
 
 
-def _report(verbose: bool, kind: str, dist: _Dist, counts: dict, skipped: int, t0: float, out) -> None:
-    """The end summary (rank 0): this run's ok / failed over all ranks, skipped, and where the error list is."""
-    n_ok, n_err = dist.sum([counts["ok"], counts["error"]])
-    if not verbose or dist.rank != 0:
-        return
-    s = f"{kind}: {n_ok} ok, {n_err} failed, {skipped} skipped (already in the output) in {time.monotonic() - t0:.1f} s"
-    if out is not None:
-        s += f"; output: {out}"
-        errors_file = Path(out).with_name(Path(out).name + ".errors.csv")
-        if errors_file.exists():
-            s += f"; every failed video with its error: {errors_file}"
-    elif n_err:
-        s += "; failed videos have status=error and an error message"
-    get_logger("infer").info(s)
+# --------------------------------------------------------------------------------------------------------------------
+# The job both commands run
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The options ``classify`` and ``embed`` share (see :func:`classify` for each); checked by :meth:`check`."""
+
+    resume: bool = False
+    retry_failed: bool = False
+    overwrite: bool = False
+    batch_size: int = 16
+    num_workers: int = 2
+    timeout: float = 120.0
+    device: str = "auto"
+    amp: str = "auto"
+    backend: str = "auto"
+    stream: int = 0
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS
+    streams: int | None = None
+    verbose: bool = False
+    engine: str = "local"
+    address: str | None = None
+    replicas: str | int | tuple[int, int] | None = None
+
+    @classmethod
+    def pick(cls, arguments: dict[str, Any]) -> JobOptions:
+        """The shared options out of a command's arguments (its ``locals()`` on entry)."""
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls)})
+
+    def check(self) -> None:
+        b, w, streams = self.batch_size, self.num_workers, self.streams
+        if not isinstance(b, int) or b < 1:
+            raise ConfigError(f"--batch-size {b!r}: must be an int >= 1", key="batch_size")
+        if not isinstance(w, int) or w < 1:
+            raise ConfigError(f"--workers {w!r}: must be an int >= 1 (decoding is isolated in workers)")
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout {self.timeout!r}: must be > 0 seconds", key="timeout")
+        if streams is not None and (not isinstance(streams, int) or isinstance(streams, bool) or streams < 1):
+            raise ConfigError(
+                f"--streams {streams!r}: must be an int >= 1 (or 0 / None for one per core)", key="streams"
+            )
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other (continue the output, or start it again)")
+        if self.retry_failed and not self.resume:
+            raise ConfigError("--retry-failed needs --resume (it retries the failed videos of an existing output)")
+
+
+class InferJob:
+    """One ``classify`` / ``embed`` run, in the order it happens::
+
+        options checked ─► decoder, engine, device, ranks ─► model + preprocessing          (__init__)
+            ─► discovery ─► OUT checked / cleared / repaired ─► skip done (--resume) ─► this rank's shard
+               ─► OUT.job.json ─► the writer                                                 (open)
+            ─► DecodePool + Scheduler, or Ray ─► per video: record ─► writer                 (run)
+            ─► rank 0 merges every rank's part into OUT ─► end summary                       (finish)
+
+    Args:
+        kind: ``"classify"`` or ``"embed"`` (the progress bar, the summary, errors).
+        checkpoint: a checkpoint path / run folder, or a loaded model.
+        out: the output file, or None (in memory; one process only).
+        formats: the output formats ``kind`` writes (a bad ``out`` fails before the model loads).
+        opts: the shared options.
+    """
+
+    def __init__(self, kind: str, checkpoint, out, formats: Sequence[str], opts: JobOptions):
+        self.t0 = time.monotonic()
+        self.kind, self.out, self.opts = kind, out, opts
+        if out is not None:
+            _fmt_of(Path(out), formats, kind)
+        opts.check()
+        self.backend = _resolve_backend(opts.backend)
+        self.ray_opts = _check_engine(opts.engine, opts.address, opts.replicas)
+        self.device = _resolve_device(opts.device) if self.ray_opts is None else None  # Ray: each replica's own
+        self.dist = _Dist()
+        if self.dist.world > 1 and out is None:
+            raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
+        self.model, self.cfg = load_for_inference(checkpoint)
+        self.counts = {"ok": 0, "error": 0}
+        self.files: list[str] = []
+        self.todo: list[str] = []
+        self.skipped = 0
+        self.writer: Any = None
+
+    def check_memory(self, what: str, views: int) -> None:
+        """Refuse a request whose decoded views alone cannot fit in this machine's memory (before anything decodes).
+
+        A video's views ``(V, 3, T, crop, crop)`` uint8 exist in its worker, in the pipe buffer and in the parent
+        (about 3 copies), next to the decoded frames (at most ``V * T`` frames of ``short_side x 16/9 short_side``).
+        """
+        t, crop, short = self.cfg["num_frames"], self.cfg["crop_size"], self.cfg["short_side"]
+        per_view = 3 * t * crop * crop
+        frames = min(views, 1 << 16) * t * short * (short * 16 // 9) * 3
+        need = 3 * views * per_view + frames + 2 * self.opts.batch_size * per_view * 4
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+            return
+        if need > total:
+            gib = 1 << 30
+            raise ConfigError(
+                f"{what}: one video needs about {need / gib:.0f} GiB for {views} views of {t}x{crop}x{crop} "
+                f"frames; this machine has {total / gib:.0f} GiB of memory: ask for fewer views",
+                key="views",
+            )
+
+    def record(self, **settings: Any) -> dict[str, Any]:
+        """What makes an output's rows comparable: the weights, the preprocessing, the decoder (``auto`` resolved:
+        two decoders may differ in the last bit of a frame) and the command's settings."""
+        keys = ("num_frames", "frame_stride", "crop_size", "short_side", "mean", "std")
+        pre = {k: self.cfg[k] for k in keys if k in self.cfg}
+        digest = _model_digest(self.model)
+        return {"command": self.kind, "weights_sha256": digest, "backend": self.backend, **pre, **settings}
+
+    def open(self, paths, writer: Any, record: Callable[[], dict] | None = None) -> None:
+        """Discover files, check / clear / repair OUT, keep this rank's files to do; ``writer`` gets the rows.
+
+        ``record()`` gives what is stored beside OUT (``OUT.job.json``); ``--resume`` refuses an output whose record
+        differs, so that one output never mixes rows of two checkpoints or view settings."""
+        o, dist, out = self.opts, self.dist, self.out
+        self.files = find_videos(paths, o.extensions)
+        if not self.files:
+            raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {o.extensions})")
+        self.writer = writer
+        if out is not None:
+            rec = record() if record is not None else None
+            exists = writer.exists()
+            dist.barrier()  # every rank has looked before anyone writes
+            if exists and not o.resume:
+                if not o.overwrite:
+                    raise VidtokError(f"{out} exists; pass --resume to continue it or --overwrite to start again")
+                if dist.rank == 0:
+                    writer.remove()
+            elif o.resume:
+                if rec is not None:
+                    check_job(out, rec)  # every rank reads the same record, so all stop alike
+                writer.repair()
+            dist.barrier()
+            if rec is not None and dist.rank == 0:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                write_job(out, rec)
+        done = writer.done_paths(include_failed=not o.retry_failed) if o.resume else set()
+        dist.barrier()  # everyone has read the same `done` before anyone appends
+        done_real = {os.path.realpath(p) for p in done}  # the same file under another spelling counts as done
+        todo = [p for p in self.files if p not in done and os.path.realpath(p) not in done_real]
+        self.todo, self.skipped = todo[dist.rank :: dist.world], len(self.files) - len(todo)
+
+    def make_forward(self, compute: Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]):
+        """``make_forward(device)``: the model moved there, and a call on a uint8 batch (normalised on the device,
+        under autocast when ``--amp`` asks) that returns ``compute(model, x)``. It closes over the model and the
+        preprocessing only: the Ray engine ships it to each replica."""
+        model, cfg, amp = self.model, self.cfg, self.opts.amp
+
+        def make(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+            model.to(dev)
+            amp_dtype = _resolve_amp(amp, dev)
+            norm = _normalizer(cfg, dev)
+
+            @torch.inference_mode()
+            def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    return compute(model, norm(x))
+
+            return forward
+
+        return make
+
+    def run(self, spec: ViewSpec, compute, to_record: Callable[[str, dict | None, dict | None, str], tuple]) -> None:
+        """This rank's videos through the model on the chosen engine; ``to_record(path, info, outputs, error)``
+        gives each video's arguments of ``writer.write`` (the first a dict with ``status``). Closes the writer and
+        waits for every rank."""
+        o = self.opts
+
+        def on_done(path: str, info: dict | None, outs: dict | None, error: str) -> None:
+            args = to_record(path, info, outs, error)
+            self.counts[args[0]["status"]] += 1
+            self.writer.write(*args)
+
+        make_forward = self.make_forward(compute)
+        progress = RateProgress(len(self.todo), o.verbose and self.dist.rank == 0, self.kind)
+        try:
+            if self.ray_opts is not None:
+                self._run_ray(spec, make_forward, on_done, progress)
+            else:
+                _run_loop(
+                    self.todo, spec, make_forward(self.device), on_done, progress=progress, device=self.device,
+                    batch_size=o.batch_size, num_workers=o.num_workers, timeout=o.timeout, streams=o.streams,
+                )  # fmt: skip
+        finally:
+            progress.close()
+            self.writer.close()
+        self.dist.barrier()
+
+    def _run_ray(self, spec: ViewSpec, make_forward, on_done, progress: RateProgress) -> None:
+        from vidtok.engine.infer_ray import run_ray
+
+        o = self.opts
+        if self.dist.world > 1:
+            raise ConfigError("--engine ray runs from one driver process, not under torchrun", key="engine")
+        _resolve_amp(o.amp, torch.device("cuda" if str(o.device).startswith("cuda") else "cpu"))  # fails before Ray
+        run_ray(
+            self.todo, spec, make_forward, on_done, progress=progress, device=o.device,
+            batch_size=o.batch_size, timeout=o.timeout, **self.ray_opts,
+        )  # fmt: skip
+
+    def finish(self, merge: Callable[[], Any], read_back: Callable[[], Any]) -> Any:
+        """Rank 0's ``merge()`` of every part into OUT; the other ranks ``read_back()`` the merged OUT. Logs the
+        end summary (rank 0, with ``verbose``): ok / failed over all ranks, skipped, and where the error list is."""
+        res = merge() if self.dist.rank == 0 else None
+        self.dist.barrier()
+        if self.dist.rank != 0:
+            res = read_back()
+        n_ok, n_err = self.dist.sum([self.counts["ok"], self.counts["error"]])
+        if self.opts.verbose and self.dist.rank == 0:
+            s = f"{self.kind}: {n_ok} ok, {n_err} failed, {self.skipped} skipped (already in the output) in "
+            s += f"{time.monotonic() - self.t0:.1f} s"
+            if self.out is not None:
+                s += f"; output: {self.out}"
+                errors_file = Path(self.out).with_name(Path(self.out).name + ".errors.csv")
+                if errors_file.exists():
+                    s += f"; every failed video with its error: {errors_file}"
+            elif n_err:
+                s += "; failed videos have status=error and an error message"
+            get_logger("infer").info(s)
+        return res
+
+
+def _view_spec(job: InferJob, mode: str, clips: int, crops: int, **kw: Any) -> ViewSpec:
+    c = job.cfg
+    return ViewSpec(
+        mode=mode, num_frames=c["num_frames"], frame_stride=c["frame_stride"], crop_size=c["crop_size"],
+        short_side=c["short_side"], clips=clips, crops=crops, backend=job.backend, stream=job.opts.stream, **kw,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -427,167 +556,41 @@ def classify(
         One dict per video (the whole output, merged, in discovery order): ``path``, ``status`` ("ok" | "error"),
         ``error``, ``duration`` (s), ``views``, ``labels``, ``probs``, ``indices`` (top-k, best first).
     """
-    t0 = time.monotonic()
-    if out is not None:
-        _fmt_of(Path(out), CLASSIFY_FORMATS, "classify")  # a bad --out fails before the model is loaded
+    opts = JobOptions.pick(locals())
     if not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"--topk {topk!r}: must be an int >= 1", key="topk")
-    _check_common(batch_size, num_workers, timeout, streams)
-    backend = _resolve_backend(backend)
-    ray_opts = _check_engine(engine, address, replicas)
-    dev = _resolve_device(device) if ray_opts is None else None  # Ray: each replica's own device
-    dist = _Dist()
-    if dist.world > 1 and out is None:
-        raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
-    try:
-        model, cfg = load_for_inference(checkpoint)
-        clips, crops = parse_views(views) or (cfg["test_clips"], cfg["test_crops"])
-        _check_memory(
-            f"--views {clips}x{crops}",
-            clips * crops,
-            cfg["num_frames"],
-            cfg["crop_size"],
-            cfg["short_side"],
-            batch_size,
-        )
-        num_classes = int(getattr(model, "num_classes", 0) or 0)
-        names = list(cfg.get("class_names") or [])
-        k = min(topk, num_classes) if num_classes else topk
-        files, todo, skipped, writer = _prepare_job(
-            paths,
-            out,
-            resume=resume,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            extensions=extensions,
-            make_writer=lambda: ClassifyWriter(out, topk=k, rank=dist.rank, world_size=dist.world),
-            dist=dist,
-            job=lambda: _job_record("classify", model, cfg, backend, views=f"{clips}x{crops}", topk=k),
-        )
-        spec = ViewSpec(
-            mode="uniform",
-            num_frames=cfg["num_frames"],
-            frame_stride=cfg["frame_stride"],
-            crop_size=cfg["crop_size"],
-            short_side=cfg["short_side"],
-            clips=clips,
-            crops=crops,
-            backend=backend,
-            stream=stream,
-        )
+    job = InferJob("classify", checkpoint, out, CLASSIFY_FORMATS, opts)
+    clips, crops = parse_views(views) or (job.cfg["test_clips"], job.cfg["test_crops"])
+    job.check_memory(f"--views {clips}x{crops}", clips * crops)
+    num_classes = int(getattr(job.model, "num_classes", 0) or 0)
+    names = list(job.cfg.get("class_names") or [])
+    k = min(topk, num_classes) if num_classes else topk
+    writer = ClassifyWriter(out, topk=k, rank=job.dist.rank, world_size=job.dist.world)
+    job.open(paths, writer, lambda: job.record(views=f"{clips}x{crops}", topk=k))
 
-        def make_forward(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-            model.to(dev)
-            amp_dtype = _resolve_amp(amp, dev)
-            norm = _normalizer(cfg, dev)
+    def to_row(path: str, info: dict | None, outs: dict | None, error: str) -> tuple[dict]:
+        if error:
+            row = {"path": path, "status": "error", "error": error, "duration": None, "views": 0}
+            return ({**row, "labels": [], "probs": [], "indices": []},)
+        probs = outs["probs"].mean(0)  # average over views
+        p, idx = probs.topk(min(k, probs.numel()))
+        row = {"path": path, "status": "ok", "error": "", "duration": round(float(info["duration"]), 3)}
+        row["views"] = int(outs["probs"].shape[0])
+        row["labels"] = [names[i] if i < len(names) else str(i) for i in idx.tolist()]
+        row["probs"] = [round(float(v), 6) for v in p.tolist()]
+        row["indices"] = idx.tolist()
+        return (row,)
 
-            @torch.inference_mode()
-            def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(norm(x))
-                return {"probs": logits.float().softmax(-1)}
+    job.run(_view_spec(job, "uniform", clips, crops), _classify_head, to_row)
+    return job.finish(lambda: writer.merge(job.files), lambda: read_classify_output(out))
 
-            return forward
 
-        counts = {"ok": 0, "error": 0}
-
-        def on_done(path: str, info: dict | None, outs: dict | None, error: str) -> None:
-            if error:
-                row = {"path": path, "status": "error", "error": error, "duration": None, "views": 0}
-                row.update(labels=[], probs=[], indices=[])
-            else:
-                probs = outs["probs"].mean(0)  # average over views
-                p, idx = probs.topk(min(k, probs.numel()))
-                labels = [names[i] if i < len(names) else str(i) for i in idx.tolist()]
-                row = {
-                    "path": path,
-                    "status": "ok",
-                    "error": "",
-                    "duration": round(float(info["duration"]), 3),
-                    "views": int(outs["probs"].shape[0]),
-                    "labels": labels,
-                    "probs": [round(float(v), 6) for v in p.tolist()],
-                    "indices": idx.tolist(),
-                }
-            counts[row["status"]] += 1
-            writer.write(row)
-
-        _run_job(
-            "classify",
-            todo,
-            spec,
-            make_forward,
-            on_done,
-            writer,
-            dist,
-            verbose=verbose,
-            ray_opts=ray_opts,
-            device=device if ray_opts is not None else dev,
-            amp=amp,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            timeout=timeout,
-            streams=streams,
-        )
-        rows = writer.merge(files) if dist.rank == 0 else []
-        dist.barrier()
-        if dist.rank != 0:
-            from vidtok.engine.infer_io import read_classify_output
-
-            rows = read_classify_output(out)
-        _report(verbose, "classify", dist, counts, skipped, t0, out)
-        return rows
-    finally:
-        dist.close()
+def _classify_head(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"probs": model(x).float().softmax(-1)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # embed
-
-
-def _run_job(
-    kind: str,
-    todo,
-    spec,
-    make_forward,
-    on_done,
-    writer,
-    dist: _Dist,
-    *,
-    verbose: bool,
-    ray_opts: dict | None,
-    device: str | torch.device,
-    amp: str,
-    **loop_kw,
-) -> None:
-    """Run this rank's videos on the chosen engine with a progress bar, close the writer, wait for every rank.
-
-    ``make_forward(torch.device)`` gives the model call on that device: here, or in each Ray model replica."""
-    progress = RateProgress(len(todo), verbose and dist.rank == 0, kind)
-    try:
-        if ray_opts is not None:
-            from vidtok.engine.infer_ray import run_ray
-
-            if dist.world > 1:
-                raise ConfigError("--engine ray runs from one driver process, not under torchrun", key="engine")
-            _resolve_amp(amp, torch.device("cuda" if str(device).startswith("cuda") else "cpu"))  # fails before Ray
-            keep = ("batch_size", "timeout")
-            run_ray(
-                todo,
-                spec,
-                make_forward,
-                on_done,
-                progress=progress,
-                device=device,
-                **ray_opts,
-                **{k: loop_kw[k] for k in keep},
-            )
-        else:
-            _run_loop(todo, spec, make_forward(device), on_done, progress=progress, device=device, **loop_kw)
-    finally:
-        progress.close()
-        writer.close()
-    dist.barrier()
 
 
 def embed(
@@ -601,6 +604,7 @@ def embed(
     normalize: bool = False,
     fp16: bool = False,
     tokens: bool = False,
+    load: bool = True,
     resume: bool = False,
     retry_failed: bool = False,
     overwrite: bool = False,
@@ -614,7 +618,6 @@ def embed(
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     streams: int | None = None,
     verbose: bool = False,
-    load: bool = True,
     engine: str = "local",
     address: str | None = None,
     replicas: str | int | tuple[int, int] | None = None,
@@ -645,143 +648,56 @@ def embed(
         "clip_end", "row"}], "videos": [{"path", "status", "error", "duration"}]}, in discovery order
         (``load=False``: embeddings, tokens and index are None).
     """
-    t0 = time.monotonic()
-    if out is not None:
-        _fmt_of(Path(out), EMBED_FORMATS, "embed")
+    opts = JobOptions.pick(locals())
     if per_video and (window is not None or hop is not None):
         raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
-    _check_common(batch_size, num_workers, timeout, streams)
-    backend = _resolve_backend(backend)
-    ray_opts = _check_engine(engine, address, replicas)
-    dev = _resolve_device(device) if ray_opts is None else None  # Ray: each replica's own device
-    dist = _Dist()
-    if dist.world > 1 and out is None:
-        raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
-    try:
-        model, cfg = load_for_inference(checkpoint)
+    job = InferJob("embed", checkpoint, out, EMBED_FORMATS, opts)
+    test_clips = job.cfg["test_clips"]
+    if per_video:
+        job.check_memory(f"--per-video ({test_clips} clips)", test_clips)
+    writer = EmbedWriter(out, rank=job.dist.rank, world_size=job.dist.world)
+    settings = dict(window=win_s, hop=hop_s if hop_s is not None else win_s)  # the hop in effect (default: window)
+    settings.update(per_video=per_video, test_clips=test_clips if per_video else None)
+    job.open(paths, writer, lambda: job.record(**settings, normalize=normalize, fp16=fp16, tokens=tokens))
+    out_dtype = np.float16 if fp16 else np.float32
+
+    def to_record(path: str, info: dict | None, outs: dict | None, error: str) -> tuple:
+        if error:
+            return ({"path": path, "status": "error", "error": error, "duration": None, "clips": []},)
+        emb, tok = outs["emb"], outs.get("tokens")
+        clips = info["clips"]
         if per_video:
-            _check_memory(
-                f"--per-video ({cfg['test_clips']} clips)",
-                cfg["test_clips"],
-                cfg["num_frames"],
-                cfg["crop_size"],
-                cfg["short_side"],
-                batch_size,
-            )
-        files, todo, skipped, writer = _prepare_job(
-            paths,
-            out,
-            resume=resume,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            extensions=extensions,
-            make_writer=lambda: EmbedWriter(out, rank=dist.rank, world_size=dist.world),
-            dist=dist,
-            job=lambda: _job_record(
-                "embed",
-                model,
-                cfg,
-                backend,
-                window=win_s,
-                hop=hop_s if hop_s is not None else win_s,  # the hop in effect (default: back to back)
-                per_video=per_video,
-                test_clips=cfg["test_clips"] if per_video else None,
-                normalize=normalize,
-                fp16=fp16,
-                tokens=tokens,
-            ),
+            emb = emb.mean(0, keepdim=True)
+            tok = tok.mean(0, keepdim=True) if tok is not None else None
+            clips = [[0.0, float(info["duration"])]]
+        if normalize:
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+        rec = {"path": path, "status": "ok", "error": "", "duration": round(float(info["duration"]), 3)}
+        rec["clips"] = [[round(float(s), 3), round(float(e), 3)] for s, e in clips]
+        return rec, emb.numpy().astype(out_dtype), tok.numpy().astype(out_dtype) if tok is not None else None
+
+    mode = "uniform" if per_video else "sliding"
+    spec = _view_spec(job, mode, test_clips, 1, window=win_s, hop=hop_s)
+    job.run(spec, functools.partial(_embed_head, tokens=tokens), to_record)
+    return job.finish(lambda: writer.merge(job.files, load=load), lambda: _read_embed_back(out, load))
+
+
+def _embed_head(model: nn.Module, x: torch.Tensor, *, tokens: bool) -> dict[str, torch.Tensor]:
+    """The clip embeddings (pre-logits features) of a batch, and with ``tokens`` the TokenLearner tokens."""
+    if not tokens:
+        return {"emb": model.forward_head(model.forward_features(x), pre_logits=True)}
+    feats, aux = model.forward_features(x, return_aux=True)
+    if not isinstance(aux, dict) or "learned_tokens" not in aux:
+        raise ConfigError(
+            f"--tokens: model {getattr(model, 'model_name', type(model).__name__)} has no "
+            "TokenLearner (forward_features gives no learned_tokens)",
+            key="tokens",
         )
-        spec = ViewSpec(
-            mode="uniform" if per_video else "sliding",
-            num_frames=cfg["num_frames"],
-            frame_stride=cfg["frame_stride"],
-            crop_size=cfg["crop_size"],
-            short_side=cfg["short_side"],
-            clips=cfg["test_clips"],
-            crops=1,
-            window=win_s,
-            hop=hop_s,
-            backend=backend,
-            stream=stream,
-        )
-        out_dtype = np.float16 if fp16 else np.float32
+    return {"tokens": aux["learned_tokens"], "emb": model.forward_head(feats, pre_logits=True)}
 
-        def make_forward(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-            model.to(dev)
-            amp_dtype = _resolve_amp(amp, dev)
-            norm = _normalizer(cfg, dev)
 
-            @torch.inference_mode()
-            def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    if tokens:
-                        feats, aux = model.forward_features(norm(x), return_aux=True)
-                        if not isinstance(aux, dict) or "learned_tokens" not in aux:
-                            raise ConfigError(
-                                f"--tokens: model {getattr(model, 'model_name', type(model).__name__)} has no "
-                                "TokenLearner (forward_features gives no learned_tokens)",
-                                key="tokens",
-                            )
-                        res = {"tokens": aux["learned_tokens"]}
-                    else:
-                        feats, res = model.forward_features(norm(x)), {}
-                    res["emb"] = model.forward_head(feats, pre_logits=True)
-                return res
-
-            return forward
-
-        counts = {"ok": 0, "error": 0}
-
-        def on_done(path: str, info: dict | None, outs: dict | None, error: str) -> None:
-            if error:
-                counts["error"] += 1
-                writer.write({"path": path, "status": "error", "error": error, "duration": None, "clips": []})
-                return
-            emb, tok = outs["emb"], outs.get("tokens")
-            clips = info["clips"]
-            if per_video:
-                emb = emb.mean(0, keepdim=True)
-                tok = tok.mean(0, keepdim=True) if tok is not None else None
-                clips = [[0.0, float(info["duration"])]]
-            if normalize:
-                emb = torch.nn.functional.normalize(emb, dim=-1)
-            rec = {"path": path, "status": "ok", "error": "", "duration": round(float(info["duration"]), 3)}
-            rec["clips"] = [[round(float(s), 3), round(float(e), 3)] for s, e in clips]
-            counts["ok"] += 1
-            writer.write(
-                rec,
-                emb.numpy().astype(out_dtype),
-                tok.numpy().astype(out_dtype) if tok is not None else None,
-            )
-
-        _run_job(
-            "embed",
-            todo,
-            spec,
-            make_forward,
-            on_done,
-            writer,
-            dist,
-            verbose=verbose,
-            ray_opts=ray_opts,
-            device=device if ray_opts is not None else dev,
-            amp=amp,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            timeout=timeout,
-            streams=streams,
-        )
-        res = writer.merge(files, load=load) if dist.rank == 0 else None
-        dist.barrier()
-        if res is None:
-            from vidtok.engine.infer_io import read_embed_output, read_embed_videos
-
-            if load:
-                res = read_embed_output(out)
-            else:
-                res = {"embeddings": None, "tokens": None, "index": None, "videos": read_embed_videos(out)}
-        _report(verbose, "embed", dist, counts, skipped, t0, out)
-        return res
-    finally:
-        dist.close()
+def _read_embed_back(out, load: bool) -> dict[str, Any]:
+    if load:
+        return read_embed_output(out)
+    return {"embeddings": None, "tokens": None, "index": None, "videos": read_embed_videos(out)}
