@@ -96,6 +96,11 @@ def test_one_row_per_file_good_and_bad(job, reference, tmp_path):
     # an existing output is never silently overwritten
     res = CliRunner().invoke(cli, ["classify", str(job["videos"]), "-c", str(job["ckpt"]), "--out", str(out)])
     assert res.exit_code != 0 and "--resume" in res.output
+    # without --out the same CSV goes to stdout: same columns (index_i too), same rounding, same escaping
+    args = ["classify", str(job["videos"]), "-c", str(job["ckpt"]), "--topk", "3", "--backend", "pyav", "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert res.stdout == out.read_text(encoding="utf-8")
 
 
 def test_matches_independent_oracle(job):

@@ -131,9 +131,9 @@ def test_embed_merge_streams_with_bounded_memory(tmp_path, fmt, monkeypatch):
     traced allocations stays far below the output's size, and --resume's done_paths reads no vector at all."""
     import tracemalloc
 
-    import vidtok.engine.infer_io as infer_io
+    import vidtok.engine.infer_io.vectors as vectors
 
-    monkeypatch.setattr(infer_io, "_PARQUET_GROUP_BYTES", 1 << 18)  # a merge holds ~2.5 row groups
+    monkeypatch.setattr(vectors, "_PARQUET_GROUP_BYTES", 1 << 18)  # a merge holds ~2.5 row groups
     warm = tmp_path / "warm" / f"w.{fmt}"  # imports (pyarrow: MBs) happen outside the measurements
     _write_part(warm, {"w": 2}, tokens=(2, 3, 8))
     EmbedWriter(warm).merge(["w"])

@@ -22,7 +22,9 @@ import pytest
 from tests._infer_util import HOOK, REPO, make_bad_files, make_checkpoint, make_good_videos
 from tests.videos import make_frames, write_video
 from vidtok.engine.infer import classify, embed
-from vidtok.engine.infer_io import _errors_path, _index_path, find_videos, read_classify_output, read_embed_output
+from vidtok.engine.infer_io import find_videos, read_classify_output, read_embed_output
+from vidtok.engine.infer_io.files import _errors_path
+from vidtok.engine.infer_io.vectors import _index_path
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'vidtok[ray]')")

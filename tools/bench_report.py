@@ -108,7 +108,7 @@ def make_outputs(root: Path, n: int, videos: list[Path], seed: int = 0) -> tuple
     emb = centres[rng.integers(0, 20, len(ok))] + 0.5 * rng.normal(size=(len(ok), 768)).astype(np.float32)
     out = root / "emb.npy"
     np.save(out, emb)
-    from vidtok.engine.infer_io import _index_path
+    from vidtok.engine.infer_io.vectors import _index_path
 
     with open(_index_path(out), "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -153,7 +153,8 @@ def _existing(ctx, param, value):
 def _refuse_existing_output(what: str, out: str | None, resume: bool, overwrite: bool, retry_failed: bool) -> None:
     """A known --out format; --resume / --overwrite / --retry-failed make sense together only one way; an existing
     --out needs one of them."""
-    from vidtok.engine.infer_io import CLASSIFY_FORMATS, EMBED_FORMATS, _fmt_of, output_exists
+    from vidtok.engine.infer_io import CLASSIFY_FORMATS, EMBED_FORMATS, output_exists
+    from vidtok.engine.infer_io.files import _fmt_of
 
     if out is not None:
         _fmt_of(Path(out), CLASSIFY_FORMATS if what == "classify" else EMBED_FORMATS, what)
@@ -609,22 +610,15 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
     kw["streams"] = kw["streams"] or None
     kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
     rows = run(list(paths), checkpoint, topk=topk, views=views, out=out, verbose=not quiet, **kw)
-    if out is None:
+    if out is None:  # the CSV the file would hold, on stdout
         import csv
 
-        from vidtok.engine.infer_io import csv_cell, encode_path, safe_text
+        from vidtok.engine.infer_io import csv_header, csv_row
 
         k = max((len(r["labels"]) for r in rows), default=0)
         w = csv.writer(sys.stdout, lineterminator="\n")
-        topk_cols = [f"{c}_{i}" for i in range(1, k + 1) for c in ("label", "prob")]
-        w.writerow(["path", "status", "duration", "views", *topk_cols, "error"])
-        for r in rows:
-            labels = [csv_cell(safe_text(x)) for x in r["labels"]]
-            pairs = [v for lp in zip(labels, (f"{p:.4f}" for p in r["probs"]), strict=True) for v in lp]
-            pairs += [""] * (2 * k - len(pairs))
-            dur = "" if r["duration"] is None else f"{r['duration']:.2f}"
-            path, error = csv_cell(encode_path(r["path"])), csv_cell(safe_text(r["error"]))
-            w.writerow([path, r["status"], dur, r["views"], *pairs, error])
+        w.writerow(csv_header(k))
+        w.writerows(csv_row(r, k) for r in rows)
 
 
 @cli.command()

@@ -42,7 +42,6 @@ from vidtok.engine.infer_io import (
     EMBED_FORMATS,
     ClassifyWriter,
     EmbedWriter,
-    _fmt_of,
     check_job,
     find_videos,
     read_classify_output,
@@ -50,6 +49,7 @@ from vidtok.engine.infer_io import (
     read_embed_videos,
     write_job,
 )
+from vidtok.engine.infer_io.files import _fmt_of
 from vidtok.engine.infer_schedule import RateProgress, Scheduler, cpu_streams
 from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError

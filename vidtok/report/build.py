@@ -64,7 +64,7 @@ def _output_kind(path: Path) -> str:
     if not path.exists():  # only unmerged parts: embed parts hold vectors beside their records
         parts = path.with_name(path.name + ".parts")
         return "embed" if any(parts.glob("*.videos.jsonl")) else "classify"
-    from vidtok.engine.infer_io import _pyarrow_parquet
+    from vidtok.engine.infer_io.files import _pyarrow_parquet
 
     try:
         names = _pyarrow_parquet().read_schema(path).names
@@ -126,7 +126,8 @@ def load_outputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[dict] | None
         ConfigError: an input that is not a classify or embed output (by extension), or does not exist.
         VidtokError: an input that cannot be read, or embeddings of different sizes.
     """
-    from vidtok.engine.infer_io import _dedup, read_classify_output, read_embed_output
+    from vidtok.engine.infer_io import read_classify_output, read_embed_output
+    from vidtok.engine.infer_io.files import _dedup
 
     if not inputs:
         raise ConfigError("no classify or embed output given", key="inputs")
