@@ -438,19 +438,7 @@ def write_report(
     secs["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    thumbs: dict = {}
-    cards = [r["path"] for r in rows or [] if r["status"] == "ok"]
-    clips: dict[str, set[int]] = {}
-    for e in (emb or {}).get("index", []):
-        clips.setdefault(e["path"], set()).add(_clip_ms(e))
-    if thumbnails and (cards or clips):
-        from vidtok.report.thumbs import make_thumbnails
-
-        note(f"pictures of {len(set(cards) | set(clips))} videos -> {out / 'thumbs'}")
-        thumbs = make_thumbnails(cards, clips, out / "thumbs", workers=workers)
-        for res in thumbs.values():
-            if res.error:
-                note(f"no pictures: {res.error}")
+    thumbs = _pictures(rows, emb, out / "thumbs", workers, note) if thumbnails else {}
     secs["thumbnails"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -462,6 +450,43 @@ def write_report(
     secs["overlays"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    data = _page_data(inputs, rows, emb, thumbs, made, title=title, map_method=map_method, neighbours=neighbours)
+    secs["layout"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _write_page(out, data)
+    secs["write"] = time.perf_counter() - t
+    secs["total"] = time.perf_counter() - t0
+    return {
+        "index": out / "index.html",
+        "classify_rows": len(rows) if rows is not None else 0,
+        "embed_rows": len(emb["index"]) if emb is not None else 0,
+        "videos": len({v.key for v in thumbs.values() if not v.error}),
+        "overlays": len(made),
+        "seconds": secs,
+    }
+
+
+def _pictures(rows: list[dict] | None, emb: dict | None, folder: Path, workers: int | None, note) -> dict:
+    """Posters and previews of the classified videos, frames of the embedded clips (``thumbs/``)."""
+    cards = [r["path"] for r in rows or [] if r["status"] == "ok"]
+    clips: dict[str, set[int]] = {}
+    for e in (emb or {}).get("index", []):
+        clips.setdefault(e["path"], set()).add(_clip_ms(e))
+    if not (cards or clips):
+        return {}
+    from vidtok.report.thumbs import make_thumbnails
+
+    note(f"pictures of {len(set(cards) | set(clips))} videos -> {folder}")
+    thumbs = make_thumbnails(cards, clips, folder, workers=workers)
+    for res in thumbs.values():
+        if res.error:
+            note(f"no pictures: {res.error}")
+    return thumbs
+
+
+def _page_data(inputs, rows, emb, thumbs, made, *, title, map_method: str, neighbours: int) -> dict[str, Any]:
+    """What ``data/report-data.js`` holds: the classify and embed views and every failed file."""
     all_paths = [r["path"] for r in rows or []]
     if emb is not None:
         all_paths += [e["path"] for e in emb["index"]] + [v["path"] for v in emb["videos"]]
@@ -488,21 +513,12 @@ def write_report(
             if v["status"] != "ok":
                 failed.setdefault((v["path"], v.get("error") or ""), []).append("embed")
     data["errors"] = [{"n": names[p], "e": e, "src": ", ".join(src)} for (p, e), src in failed.items()]
-    secs["layout"] = time.perf_counter() - t
+    return data
 
-    t = time.perf_counter()
+
+def _write_page(out: Path, data: dict[str, Any]) -> None:
     (out / "data").mkdir(exist_ok=True)
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     (out / "data" / "report-data.js").write_text(f"window.VIDTOK_REPORT = {text};\n", encoding="utf-8")
     shutil.copytree(ASSETS, out / "assets", dirs_exist_ok=True, ignore=shutil.ignore_patterns("index.html"))
     shutil.copyfile(ASSETS / "index.html", out / "index.html")
-    secs["write"] = time.perf_counter() - t
-    secs["total"] = time.perf_counter() - t0
-    return {
-        "index": out / "index.html",
-        "classify_rows": len(rows) if rows is not None else 0,
-        "embed_rows": len(emb["index"]) if emb is not None else 0,
-        "videos": len({v.key for v in thumbs.values() if not v.error}),
-        "overlays": len(made),
-        "seconds": secs,
-    }
