@@ -132,13 +132,13 @@ def test_decoder_hang_and_crash_are_error_rows(job, cluster, tmp_path, monkeypat
     folder.mkdir()
     for name in ("ok.mp4", "HANG.mp4", "CRASH.mp4", "EXIT.mp4"):
         write_video(folder / name, make_frames(12, 32, 48, seed=1), 25, "libx264", pix_fmt="yuv420p")
-    kw = dict(topk=2, backend="pyav", timeout=2.0)
+    kw = dict(topk=2, backend="pyav", timeout=8.0)  # room for a good file on a loaded 2-core machine; HANG waits it out
     rows = classify([folder], job["ckpt"], engine="ray", **kw)
     monkeypatch.setenv("VIDTOK_INFER_FAULT_HOOK", HOOK)
     local = classify([folder], job["ckpt"], **kw)
     by_name = {Path(r["path"]).name: r for r in rows}
-    assert by_name["ok.mp4"]["status"] == "ok"
-    assert "timed out after 2 s" in by_name["HANG.mp4"]["error"]
+    assert by_name["ok.mp4"]["status"] == "ok", by_name["ok.mp4"]["error"]
+    assert "timed out after 8 s" in by_name["HANG.mp4"]["error"]
     assert "crashed" in by_name["CRASH.mp4"]["error"] and "crashed" in by_name["EXIT.mp4"]["error"]
     for a, b in zip(rows, local, strict=True):
         _same(a, b)
