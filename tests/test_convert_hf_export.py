@@ -90,8 +90,12 @@ def test_vidtok_model_in_transformers_gives_its_logits(arch, tmp_path):
 @pytest.mark.parametrize(
     "name,kw,why",
     [
-        ("vidtok_ti", {"token_reducer_layer": 1}, "TokenLearner (token_reducer='tokenlearner')"),
-        ("vivit_ti16x2", {"token_reducer": "tokenlearner", "token_reducer_layer": 1}, "TokenLearner"),
+        ("vidtok_ti", {"token_reducer_layer": 1}, "token reducer 'tokenlearner'"),
+        (
+            "vivit_ti16x2",
+            {"token_reducer": {"kind": "tokenlearner_fuser", "at_block": 1}, "class_token": "none", "pool": "mean"},
+            "token reducer 'tokenlearner_fuser'",
+        ),
         ("tokshift_ti16", {}, "TokShift (token_mixer='tokshift')"),
         ("vivit_b16x2_fe", {"depth_temporal": 1}, "attn_type='fe' (Model 2, factorised encoder)"),
         ("vivit_b16x2_fsa", {}, "factorised self-attention in this form"),

@@ -137,7 +137,7 @@ def test_factorised_encoder_spatial_part_matches_2d(vit2d):
     model = inflate_vit2d(vit2d.state_dict(), model_name="vivit_b16x2_fe", num_frames=6, num_heads=HEADS,
                           depth_temporal=1)  # fmt: skip
     seen = {}
-    model.norm_spatial.register_forward_hook(lambda m, i, o: seen.setdefault("x", o))
+    model.temporal.norm_in.register_forward_hook(lambda m, i, o: seen.setdefault("x", o))
     img = _img(3)
     with torch.no_grad():
         feats, _ = _tv_features(vit2d, img)

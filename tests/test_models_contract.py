@@ -86,7 +86,7 @@ def test_grad_checkpointing_gives_the_same_gradients(name, reducer, monkeypatch)
     monkeypatch.setattr(tuc, "checkpoint", lambda *a, **k: calls.append(k.get("use_reentrant")) or real(*a, **k))
     m.set_grad_checkpointing(True)
     got = _grads(m, x, seed=1)
-    n_blocks = len(m.blocks) + len(getattr(m, "temporal_blocks", []))
+    n_blocks = len(m.blocks) + (len(m.temporal.blocks) if m.temporal is not None else 0)
     assert calls == [False] * n_blocks  # every block, non-reentrant
     assert got.keys() == ref.keys() and len(ref) == len(list(m.parameters()))
     for k in ref:

@@ -10,6 +10,7 @@ import torch
 from vidtok.config import load_config
 from vidtok.errors import ConfigError
 from vidtok.models import create_model, describe_model, list_models, register_model
+from vidtok.models.registry import _MODEL_ENTRYPOINTS
 from vidtok.models.vivit import ViViT
 
 REQUIRED = [
@@ -57,6 +58,28 @@ def test_unknown_name_and_bad_override():
         create_model("vivit_ti16x2", attn_type="diagonal")
     with pytest.raises(ConfigError, match="class_token"):
         create_model("vivit_ti16x2", attn_type="fdp")  # fdp has no class-token handling
+
+
+def test_a_bad_keyword_is_a_config_error_naming_it_but_a_type_error_inside_a_build_propagates():
+    with pytest.raises(ConfigError, match="'vidtok_ti' has no argument 'num_tokens'") as e:
+        create_model("vidtok_ti", num_tokens=4)
+    assert e.value.key == "model.extra.num_tokens"
+
+    @register_model(model_class=ViViT)
+    def _test_entry_with_a_bug(**kwargs):
+        return ViViT(**kwargs, depth="2")  # a bug in the entry, not in the user's overrides
+
+    try:
+        with pytest.raises(TypeError):
+            create_model("_test_entry_with_a_bug", embed_dim=32, num_heads=2)
+    finally:
+        _MODEL_ENTRYPOINTS.pop("_test_entry_with_a_bug")
+
+
+def test_every_entry_is_written_out_once():
+    zoo = (Path(__file__).resolve().parents[1] / "vidtok" / "models" / "zoo.py").read_text()
+    for name in list_models():
+        assert zoo.count(f"def {name}(") == 1, name
 
 
 @pytest.mark.parametrize("name", REQUIRED + ["videomae_b16x2", "timesformer_b16"])

@@ -165,7 +165,7 @@ def test_tokenlearner_plugs_into_every_variant(name):
     m = create_model(name, **kw)
     x = torch.randn(2, 3, 4, 32, 32, requires_grad=True)
     m(x).sum().backward()
-    assert m.token_learner.mlp.fc1.weight.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+    assert m.reducer.learner.mlp.fc1.weight.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
     _, aux = m.forward_features(x, return_aux=True)
     t = aux["grid"][0]
     assert aux["learned_tokens"].shape == (2, t, 3, 32)

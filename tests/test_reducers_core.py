@@ -10,6 +10,7 @@ from vidtok.models.layers.attention import weighted_attention
 from vidtok.models.reducers import (
     AdaptiveTokenSampling,
     DynamicViTPruning,
+    ModelFacts,
     TokenPooling,
     build_reducer,
     fill_masked,
@@ -189,18 +190,37 @@ def test_beta_cdf_matches_scipy_and_batch_shaping_loss_prefers_the_prior():
 
 
 def test_build_reducer_validates():
+    facts = ModelFacts(dim=8)
     with pytest.raises(ValueError, match="kind must be one of"):
-        build_reducer("nope", dim=8)
+        build_reducer({"kind": "nope"}, facts)
+    with pytest.raises(ValueError, match="needs a 'kind'"):
+        build_reducer({"at_block": 1}, facts)
     with pytest.raises(ValueError, match="at_block must be 0"):
-        build_reducer("mixed_scale", dim=8, at_block=2)
+        build_reducer({"kind": "mixed_scale", "at_block": 2}, facts)
     with pytest.raises(ValueError, match="num_tokens must be >= 1, got 0"):
-        build_reducer("ats", dim=8, at_block=1, num_tokens=0)
+        build_reducer({"kind": "ats", "at_block": 1, "num_tokens": 0}, facts)
     with pytest.raises(ValueError, match="keep_ratio"):
-        build_reducer("dynamicvit", dim=8, at_block=[1, 2], keep_ratio=1.5)
+        build_reducer({"kind": "dynamicvit", "at_block": [1, 2], "keep_ratio": 1.5}, facts)
     with pytest.raises(ValueError, match="increasing"):
-        build_reducer("dynamicvit", dim=8, at_block=[2, 1])
-    with pytest.raises(ValueError, match="unexpected keyword"):
-        build_reducer("token_pooling", dim=8, at_block=1, clusters=3)
+        build_reducer({"kind": "dynamicvit", "at_block": [2, 1]}, facts)
+    with pytest.raises(ValueError, match=r"'token_pooling' has no argument 'clusters' \(it takes at_block, iters"):
+        build_reducer({"kind": "token_pooling", "at_block": 1, "clusters": 3}, facts)
+    with pytest.raises(ValueError, match="'ats' has no argument 'dim'"):  # the model's width is not a spec key
+        build_reducer({"kind": "ats", "dim": 4}, facts)
+
+
+def test_reducer_defaults_come_from_the_model():
+    facts = ModelFacts(dim=8, depth=12, at_block=4, norm_eps=1e-5, kwargs={"num_tokens": 3})
+    assert build_reducer({"kind": "ats"}, facts).at_blocks == (4,)
+    assert build_reducer({"kind": "token_pooling"}, facts).at_blocks == (4,)
+    assert build_reducer({"kind": "dynamicvit"}, facts).at_blocks == (4, 6, 9)
+    assert build_reducer({"kind": "dynamicvit"}, ModelFacts(dim=8, depth=3, at_block=1)).at_blocks == (1, 2)
+    assert build_reducer({"kind": "mixed_scale"}, facts).at_blocks == (0,)
+    tl = build_reducer({"kind": "tokenlearner"}, facts)  # the family's token_reducer_kwargs reach TokenLearner only
+    assert tl.at_blocks == (4,) and tl.num_tokens == 3 and tl.learner.norm.eps == 1e-5
+    assert build_reducer({"kind": "ats"}, facts).num_tokens == 16
+    fuser = build_reducer({"kind": "tokenlearner_fuser", "at_block": 9}, facts)
+    assert fuser.at_blocks == (9, 10, 11) and len(fuser.learners) == len(fuser.fusers) == 3
 
 
 def test_weighted_attention_gradient_stays_bounded_when_a_masked_key_dominates():

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from vidtok.config import load_config
 from vidtok.errors import ConfigError
-from vidtok.models import create_model
+from vidtok.models import create_model, list_models
+from vidtok.models.reducers import REDUCER_KINDS
 
 TINY = dict(num_classes=3, num_frames=4, img_size=64, embed_dim=32, depth=3, num_heads=2)  # 2 × 4 × 4 tubelets
 ARCHS = {
@@ -177,11 +178,11 @@ def test_dynamicvit_masks_not_drops_in_training():
         assert not torch.allclose(h + 100.0 * pruned[..., None], h)
 
 
-def test_tokenlearner_dict_spec_is_the_classic_path():
+def test_tokenlearner_dict_spec_equals_the_keyword_form():
     a = tiny("vivit_ti16x2", {"kind": "tokenlearner", "at_block": 2, "num_tokens": 4})
     b = tiny("vivit_ti16x2", None, token_reducer="tokenlearner", token_reducer_layer=2,
              token_reducer_kwargs={"num_tokens": 4})  # fmt: skip
-    assert a.reducer is None and a.token_learner is not None and a.token_reducer_layer == 2
+    assert a.reducer.kind == "tokenlearner" and a.reducer.num_tokens == 4 and a.token_reducer_layer == 2
     assert a.state_dict().keys() == b.state_dict().keys()
     b.load_state_dict(a.state_dict())
     x = clip()
@@ -220,3 +221,46 @@ def test_describe_model_names_the_reducer(kind):
     cfg.model.extra = {"depth": 3, "embed_dim": 32, "num_heads": 2, "token_reducer": REDUCERS[kind]}
     d = describe_model("vivit_ti16x2", cfg.model)
     assert kind in d["tokens"] and float(d["flops"].split()[0]) >= 0
+
+
+MASKS_NEED_JOINT_OR_SPACE = {"vivit_b16x2_fsa", "vivit_b16x2_fdp", "timesformer_b16"}
+CLASS_TOKEN_MODELS = {"vivit_ti16x2", "vivit_s16x2", "vivit_b16x2", "vivit_l16x2", "vivit_b16x2_tl8",
+                      "vivit_b16x2_fe", "timesformer_b16", "tokshift_ti16", "tokshift_s16", "tokshift_b16"}  # fmt: skip
+REFUSED = {  # the family members a kind does not fit, and why
+    "tokenlearner": (set(), ""),
+    "token_pooling": (set(), ""),
+    "tokenlearner_fuser": (CLASS_TOKEN_MODELS, "needs class_token='none'"),
+    "ats": (MASKS_NEED_JOINT_OR_SPACE, "masks tokens"),
+    "dynamicvit": (MASKS_NEED_JOINT_OR_SPACE, "masks tokens"),
+    "mixed_scale": (MASKS_NEED_JOINT_OR_SPACE, "masks tokens"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REDUCER_KINDS))
+def test_a_spec_with_only_the_kind_works_on_every_family_member_that_accepts_it(kind):
+    x = clip(1)
+    refused = set()
+    for name in list_models():
+        kw = dict(TINY, token_reducer_layer=1, depth_temporal=1) if "_fe" in name else dict(TINY, token_reducer_layer=1)
+        torch.manual_seed(0)
+        try:
+            model = create_model(name, token_reducer={"kind": kind}, **kw).eval()
+        except ConfigError as e:
+            assert "\n" not in str(e) and REFUSED[kind][1] in str(e), (name, str(e))
+            refused.add(name)
+            continue
+        assert model.reducer.kind == kind
+        with torch.no_grad():
+            logits = model(x)
+        assert logits.shape == (1, 3) and torch.isfinite(logits).all(), name
+    assert refused == REFUSED[kind][0]
+
+
+def test_model_aux_loss_is_the_reducers_and_zero_without_one():
+    model = tiny("vivit_ti16x2", REDUCERS["dynamicvit"]).train()
+    model(clip())
+    assert model.aux_loss().dim() == 0 and model.aux_loss() > 0
+    assert torch.equal(model.aux_loss(), model.reducer.aux_loss())
+    for plain in (tiny("vivit_ti16x2"), tiny("vidtok_ti", token_reducer_layer=1)):  # no reducer / TokenLearner
+        plain.train()(clip())
+        assert plain.aux_loss().dim() == 0 and plain.aux_loss().item() == 0.0

@@ -323,6 +323,14 @@ def _check_head(take: _Taker, where: Path) -> int:
 # Per-architecture import: HF config -> create_model kwargs, HF tensors -> vidtok tensors (through name_rules).
 
 
+def _square_patch(config: dict[str, Any], where: Path) -> tuple[int, int]:
+    """The config's ``patch_size`` as ``(p, p)``; a non-square patch is a one-line CheckpointError."""
+    p = _pair(config.get("patch_size", 16))
+    if p[0] != p[1]:
+        raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
+    return p
+
+
 def _common_arch(config: dict[str, Any], where: Path, num_layers: int) -> dict[str, Any]:
     D = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
@@ -380,9 +388,7 @@ def _map_videomae(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Tensor
     take = _Taker(state, "videomae", where)
     n = _num_layers(state, "videomae")
     arch = _common_arch(cfg, where, n)
-    p = _pair(cfg.get("patch_size", 16))
-    if p[0] != p[1]:
-        raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
+    p = _square_patch(cfg, where)
     qkv_bias = "qv" if cfg.get("qv_bias", True) and take.has("encoder.layer.0.attention.attention.q_bias") else "none"
     arch.update(LAYOUTS["videomae"], tubelet_size=[int(cfg.get("tubelet_size", 2)), p[0], p[1]], qkv_bias=qkv_bias)
     arch["num_classes"] = _check_head(take, where)
@@ -404,9 +410,7 @@ def _map_timesformer(src: HFSource) -> tuple[dict[str, Any], dict[str, torch.Ten
     take = _Taker(state, "timesformer", where)
     n = _num_layers(state, "timesformer")
     arch = _common_arch(cfg, where, n)
-    p = _pair(cfg.get("patch_size", 16))
-    if p[0] != p[1]:
-        raise CheckpointError(f"{where}: non-square patch_size {p} is not supported")
+    p = _square_patch(cfg, where)
     arch.update(
         LAYOUTS["timesformer"], tubelet_size=[1, p[0], p[1]], qkv_bias="all" if cfg.get("qkv_bias", True) else "none"
     )
@@ -532,8 +536,6 @@ def hf_arch_of(model: nn.Module) -> str:
     name = getattr(model, "model_name", None) or type(model).__name__
     if not all(hasattr(model, a) for a in ("attn_type", "class_token", "pos_embed", "blocks")):
         raise CheckpointError(f"{name}: not a vidtok ViViT model")
-    if getattr(model, "token_reducer", None) in ("tokenlearner", "tokenlearner_fuser"):
-        raise _refuse(name, f"TokenLearner (token_reducer={model.token_reducer!r})")
     if getattr(model, "reducer", None) is not None:
         raise _refuse(name, f"token reducer {model.reducer.kind!r}")
     if any(not isinstance(getattr(b, "mixer", nn.Identity()), nn.Identity) for b in model.blocks):

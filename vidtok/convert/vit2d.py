@@ -245,28 +245,50 @@ def inflate_into(
 
     Sets ``model.inflation = {"copied": [...], "kept_init": [...]}`` listing which parameters came from the 2D ViT.
     """
-    from vidtok.models import create_model
-    from vidtok.models.layers import INFLATE_MODES, inflate_2d_kernel, resize_grid_table
+    from vidtok.models.layers import INFLATE_MODES
 
     if tubelet_init not in INFLATE_MODES:
         raise CheckpointError(f"tubelet_init must be one of {INFLATE_MODES}, got {tubelet_init!r}")
+    sizes = dict(num_frames=num_frames, img_size=img_size, num_classes=num_classes, num_heads=num_heads)
+    model = _build_target(info, model_name, sizes, overrides, where)
+    new, copied = _place_2d(info, model, tubelet_init, where)
+    model.load_state_dict(new, strict=True)
+    mean, std = _LAYOUT_NORM[info["layout"]]
+    model.pretrained_cfg = {**dict(getattr(model, "pretrained_cfg", {}) or {}), "mean": mean, "std": std}
+    if "head.weight" not in copied:
+        model.pretrained_cfg["class_names"] = []
+    model.inflation = {"copied": sorted(copied), "kept_init": sorted(set(new) - copied)}
+    return model.eval()
+
+
+def _build_target(
+    info: dict[str, Any], model_name: str, sizes: dict[str, Any], overrides: dict[str, Any], where: Any
+) -> nn.Module:
+    """``model_name`` built to the 2D ViT's size (``sizes``: the caller's num_frames / img_size / ... or None)."""
+    from vidtok.errors import VidtokError
+    from vidtok.models import create_model
 
     def build(**kw: Any) -> nn.Module:
         try:
             return create_model(model_name, **kw)
-        except Exception as e:  # unknown name or an invalid override
+        except (VidtokError, ValueError) as e:  # unknown name or an invalid override
             raise CheckpointError(f"{where}: cannot build {model_name!r}: {' '.join(str(e).split())}") from None
 
     with torch.device("meta"):  # registry defaults, without allocating weights
         probe = build()
     if not hasattr(probe, "patch_embed") or not hasattr(probe, "blocks"):
         raise CheckpointError(f"{where}: {model_name!r} is not a ViViT-family model")
-    kw = _arch_overrides(
-        info, probe, num_frames=num_frames, img_size=img_size, num_classes=num_classes, num_heads=num_heads,
-        where=where,
-    )  # fmt: skip
+    kw = _arch_overrides(info, probe, **sizes, where=where)
     kw.update(overrides)
-    model = build(**kw)
+    return build(**kw)
+
+
+def _place_2d(
+    info: dict[str, Any], model: nn.Module, tubelet_init: str, where: Any
+) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The model's state dict with the 2D ViT's tensors copied / inflated in, and the names that came from it."""
+    from vidtok.models.layers import inflate_2d_kernel, resize_grid_table
+
     src = info["tensors"]
     new = {k: v.clone() for k, v in model.state_dict().items()}
     copied: set[str] = set()
@@ -322,18 +344,11 @@ def inflate_into(
     if "norm.weight" in src:
         for a in norm:
             put(a, src[a])
-            put(a.replace("norm", "norm_spatial"), src[a])  # Model 2: the spatial encoder's final norm
+            put(a.replace("norm", "temporal.norm_in"), src[a])  # Model 2: the spatial encoder's final norm
     if fc[0] in src:
         for a, b in zip(("fc_norm.weight", "fc_norm.bias"), fc, strict=True):
             put(a, src[b])
     if "head.weight" in src and "head.weight" in new and new["head.weight"].shape == src["head.weight"].shape:
         put("head.weight", src["head.weight"])
         put("head.bias", src["head.bias"])
-
-    model.load_state_dict(new, strict=True)
-    mean, std = _LAYOUT_NORM[info["layout"]]
-    model.pretrained_cfg = {**dict(getattr(model, "pretrained_cfg", {}) or {}), "mean": mean, "std": std}
-    if "head.weight" not in copied:
-        model.pretrained_cfg["class_names"] = []
-    model.inflation = {"copied": sorted(copied), "kept_init": sorted(set(new) - copied)}
-    return model.eval()
+    return new, copied

@@ -88,13 +88,10 @@ def describe_model(name: str, model_cfg: Any = None) -> dict[str, str]:
     grid = model.grid
     prefix = {"global": " + 1 class token", "frame": f" + {grid[0]} per-slice class tokens", "none": ""}
     tokens = f"{grid[0]}×{grid[1]}×{grid[2]} = {grid[0] * grid[1] * grid[2]}{prefix[model.class_token]}"
-    red = getattr(model, "reducer", None)  # a vidtok.models.reducers kind (ATS, DynamicViT, ...)
+    red = model.reducer  # a vidtok.models.reducers kind (TokenLearner, ATS, DynamicViT, ...) or None
     if red is not None:
         where = "on the embedding" if red.at_embed else "before block " + ", ".join(map(str, red.at_blocks))
         tokens += f"; {red.kind} ({red.extra_repr()}) {where}"
-    elif model.token_reducer is not None:
-        s = model.token_learner.num_tokens if model.token_learner is not None else model.token_learners[0].num_tokens
-        tokens += f"; {s} per slice after block {model.token_reducer_layer}"
     return {
         "model": name,
         "params": f"{n / 1e6:.2f} M ({n:,})",

@@ -276,7 +276,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
     Returns:
         ``(state_dict, meta)`` with ``meta = {"path", "model": {"name", "kwargs"}, "pretrained_cfg": {...},
-        "config": dict | None, "format_version"}``.
+        "config": dict | None, "format_version"}``; parameter names of older checkpoints are mapped to the
+        current ones (:func:`vidtok.models.vivit.upgrade_state_dict`).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -318,7 +319,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors data ({' '.join(str(e).split())})") from None
-    return tensors, meta
+    from vidtok.models.vivit import upgrade_state_dict
+
+    return upgrade_state_dict(tensors), meta
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:

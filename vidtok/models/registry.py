@@ -1,7 +1,8 @@
 """Named models: tiny entry functions registered with :func:`register_model` (timm / torchvision style).
 
-Each entry function takes keyword overrides and returns a built model; :func:`create_model` records the name and
-the exact overrides on the model (``model.model_name``, ``model.model_kwargs``), so
+Each entry function takes keyword overrides and returns a built model (the built-in ones are written out in
+:mod:`vidtok.models.zoo`); :func:`create_model` checks the overrides against the signature of the class the entry
+builds, then records the name and the exact overrides on the model (``model.model_name``, ``model.model_kwargs``), so
 ``create_model(model.model_name, **model.model_kwargs)`` rebuilds the architecture (that is what checkpoints
 store).
 """
@@ -9,6 +10,7 @@ store).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +21,37 @@ from vidtok.errors import ConfigError
 __all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
 
 _MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
-_MODEL_MODULES = ("vidtok.models.vivit",)  # modules whose import registers the built-in models
+_MODEL_MODULES = ("vidtok.models.zoo",)  # modules whose import registers the built-in models
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register ``fn`` under its ``__name__``; registering a name twice is an error."""
+def register_model(fn: Callable[..., nn.Module] | None = None, *, model_class: type | None = None) -> Any:
+    """Decorator: register ``fn`` under its ``__name__``; registering a name twice is an error.
+
+    ``@register_model(model_class=C)``: ``fn(**overrides)`` builds a ``C``, so :func:`create_model` checks the
+    override names against ``C``'s constructor (without it, against ``fn``'s own signature).
+    """
+    if fn is None:
+        return lambda f: register_model(f, model_class=model_class)
     name = fn.__name__
     if name in _MODEL_ENTRYPOINTS:
         raise ValueError(f"model {name!r} is already registered (by {_MODEL_ENTRYPOINTS[name].__module__})")
+    fn.model_class = model_class  # type: ignore[attr-defined]
     _MODEL_ENTRYPOINTS[name] = fn
     return fn
+
+
+def _check_overrides(name: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
+    """ConfigError naming the first override the entry's model class (or the entry itself) does not take."""
+    target = getattr(fn, "model_class", None) or fn
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(k for k in kwargs if k not in params or k == "self")
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} has no argument {unknown[0]!r} (the arguments: {target.__module__}.{target.__qualname__})",
+            key=f"model.extra.{unknown[0]}",
+        )
 
 
 def _ensure_builtin() -> None:
@@ -64,13 +87,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     ``token_reducer_kwargs={"num_tokens": 16}``) works too.
 
     Raises:
-        ConfigError: unknown name, or an override the architecture does not accept / an invalid value.
+        ConfigError: unknown name, an override the architecture does not take (checked against the constructor's
+            signature), or a value it rejects (its ValueError). Other errors raised while building propagate.
     """
     fn = model_entrypoint(name)
+    _check_overrides(name, fn, kwargs)
     try:
         model = fn(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model {name!r}: {e}", key="model") from e
     except ValueError as e:
         raise ConfigError(f"model {name!r}: {e}", key="model") from e
     model.model_name = name

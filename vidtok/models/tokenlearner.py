@@ -131,12 +131,16 @@ class TokenFuser(nn.Module):
         self.num_tokens = num_tokens
         self.norm_in = nn.LayerNorm(dim, eps=norm_eps)
         self.token_mix = nn.Linear(num_tokens, num_tokens)  # over the token axis
-        nn.init.zeros_(self.token_mix.weight)
-        nn.init.zeros_(self.token_mix.bias)
         self.norm_out = nn.LayerNorm(dim, eps=norm_eps)
         self.norm_orig = nn.LayerNorm(dim, eps=norm_eps)
         self.mix_mlp = Mlp(dim, bottleneck_dim, num_tokens, act="gelu")
         self.drop = nn.Dropout(drop)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The token mix starts at zero, so a fresh fuser adds nothing to the residual stream."""
+        nn.init.zeros_(self.token_mix.weight)
+        nn.init.zeros_(self.token_mix.bias)
 
     def forward(self, tokens: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """``tokens`` ``(B, T, S, D)``, ``original`` ``(B, T, N, D)`` → ``(B, T, N, D)`` (without the residual)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from vidtok.models.reducers.base import ReducerOutput, TokenReducer, parameter_free_scores
+from vidtok.models.reducers.base import ForwardContext, ReducerOutput, TokenReducer, parameter_free_scores
 
 __all__ = ["AdaptiveTokenSampling"]
 
@@ -82,6 +82,7 @@ class AdaptiveTokenSampling(TokenReducer):
         index: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         stage: int = 0,
+        ctx: ForwardContext | None = None,
     ) -> ReducerOutput:
         """``x`` ``(B, T, N, D)`` → ``(B, T, K, D)`` plus ``keep`` ``(B, T, K)`` (0 = padding slot); ``info``:
         ``"index"`` (source positions, -1 for padding), ``"scores"`` (the normalised significance ``(B, T, N)``)."""

@@ -14,18 +14,59 @@ path) and fills the slots with the masked mean at the end, so mean pooling stays
 ``info`` keys (all optional): ``"index"`` ``(B, T', K)`` long, the input position (``0 .. N-1`` of the original
 grid, ``-1`` for padding / coarse tokens) each output token comes from; ``"assign"`` ``(B, T, N)`` cluster of each
 input token (Token Pooling); ``"scores"`` ``(B, T, N)`` per-token significance or keep probability; ``"gate"``
-``(B, T, R)`` fine-scale probability per region (mixed-scale).
+``(B, T, R)`` fine-scale probability per region (mixed-scale); ``"learned_tokens"`` / ``"token_maps"`` (TokenLearner,
+reported without the ``reducer_`` prefix, see :attr:`TokenReducer.aux_prefix`).
+
+Defaults come from the model: :meth:`TokenReducer.defaults` turns the backbone's :class:`ModelFacts` (width, depth,
+the family's reducer layer) into the kind's arguments, and a spec's own keys override them, so ``{"kind": k}`` alone
+builds ``k`` on any backbone that accepts it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TokenReducer", "ReducerOutput", "significance_from_attn", "fill_masked", "parameter_free_scores"]
+__all__ = [
+    "TokenReducer",
+    "ReducerOutput",
+    "ModelFacts",
+    "ForwardContext",
+    "significance_from_attn",
+    "fill_masked",
+    "parameter_free_scores",
+]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a backbone tells a reducer kind when it builds one (the source of every default).
+
+    ``at_block``: the family's reducer layer (``token_reducer_layer``); ``kwargs``: the family's
+    ``token_reducer_kwargs`` (read by the TokenLearner kinds only).
+    """
+
+    dim: int
+    depth: int = 12
+    at_block: int = 4
+    norm_eps: float = 1e-6
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ForwardContext(NamedTuple):
+    """What the backbone hands a reducer at its call besides the tokens; each kind reads what it needs."""
+
+    grid: tuple[int, int, int]  # (T', Hp, Wp) of the tubelet grid
+    video: torch.Tensor | None = None  # the model input (mixed-scale re-embeds it)
+    patch_embed: nn.Module | None = None
+    pos: torch.Tensor | None = None  # patch positional table (T' or 1, S, D)
+    block: Callable[[torch.Tensor, int], torch.Tensor] | None = None  # block(x, T) of this stage (wraps_block kinds)
 
 
 class ReducerOutput(NamedTuple):
@@ -48,12 +89,17 @@ class TokenReducer(nn.Module):
       or the mean attention each token receives without a class token).
     * ``at_embed``: works on the tubelet embedding (mixed-scale tubelets); see
       :class:`~vidtok.models.reducers.mixed_scale.MixedScaleTubelets`.
+    * ``wraps_block``: runs the block of its stage itself (``ForwardContext.block``; TokenLearner + TokenFuser);
+      its output is the block's output.
+    * ``aux_prefix``: prefix of its ``info`` keys in ``forward_features(..., return_aux=True)``.
     """
 
     kind: str = ""
     uses_mask: bool = False
     needs_scores: bool = False
     at_embed: bool = False
+    wraps_block: bool = False
+    aux_prefix: str = "reducer_"
 
     def __init__(self, *, at_blocks: int | list[int] | tuple[int, ...]) -> None:
         super().__init__()
@@ -61,6 +107,48 @@ class TokenReducer(nn.Module):
         if not blocks or any(b < 0 for b in blocks) or list(blocks) != sorted(set(blocks)):
             raise ValueError(f"at_block must be a non-negative int or an increasing list of them, got {at_blocks!r}")
         self.at_blocks = blocks
+
+    @classmethod
+    def defaults(cls, facts: ModelFacts) -> dict[str, Any]:
+        """Constructor arguments this kind takes from the model (a spec's keys override them)."""
+        return {"at_blocks": facts.at_block}
+
+    @classmethod
+    def resolve(cls, spec: Mapping[str, Any], facts: ModelFacts) -> dict[str, Any]:
+        """Constructor arguments for a config spec (keys as documented, ``at_block`` for ``at_blocks``): the
+        spec's keys over :meth:`defaults`.
+
+        Raises:
+            ValueError: a key this kind does not take (named, with the ones it does).
+        """
+        spec = dict(spec)
+        if "at_block" in spec:
+            spec["at_blocks"] = spec.pop("at_block")
+        params = inspect.signature(cls.__init__).parameters
+        takes = [k for k in params if k not in ("self", "dim", "depth")]
+        args = {**cls.defaults(facts), **spec}
+        unknown = sorted(k for k in spec if k not in takes) + sorted(k for k in args if k not in params)
+        if unknown:
+            known = ", ".join(sorted({"at_block"} | set(takes) - {"at_blocks"}))
+            raise ValueError(f"token_reducer {cls.kind!r} has no argument {unknown[0]!r} (it takes {known})")
+        return args
+
+    @classmethod
+    def first_block(cls, args: Mapping[str, Any]) -> int:
+        """The first block the reducer resolved to ``args`` runs before (0 on the embedding)."""
+        at = args.get("at_blocks", 0)
+        if cls.at_embed or isinstance(at, int):
+            return 0 if cls.at_embed else at
+        return int(list(at)[0]) if len(at) else 0
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], facts: ModelFacts) -> TokenReducer:
+        """Build from a config spec over the model's defaults (:meth:`resolve`)."""
+        return cls(**cls.resolve(spec, facts))
+
+    def param_block(self, name: str) -> int:
+        """Block whose layer-wise lr a parameter ``name`` (relative to the reducer) shares: the first stage's."""
+        return self.at_blocks[0]
 
     def reset_parameters(self) -> None:
         """Re-apply the reducer's own initialisation (the backbone calls it after its generic init)."""
@@ -81,7 +169,9 @@ class TokenReducer(nn.Module):
         index: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         stage: int = 0,
+        ctx: ForwardContext | None = None,
     ) -> ReducerOutput:  # pragma: no cover - interface
+        """Patch tokens ``x`` ``(B, T, N, D)`` of stage ``stage`` → :class:`ReducerOutput`."""
         raise NotImplementedError
 
 

@@ -17,11 +17,13 @@ loss is :meth:`DynamicViTPruning.aux_loss`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtok.models.reducers.base import ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import ForwardContext, ModelFacts, ReducerOutput, TokenReducer
 
 __all__ = ["DynamicViTPruning", "TokenPredictor"]
 
@@ -89,6 +91,12 @@ class DynamicViTPruning(TokenReducer):
         self._losses: list[torch.Tensor] = []
         self._n0 = 0
 
+    @classmethod
+    def defaults(cls, facts: ModelFacts) -> dict[str, Any]:
+        """Three stages from the family's reducer layer to the last block (blocks 4, 6, 9 of 12 from layer 4)."""
+        at, depth = facts.at_block, facts.depth
+        return {"dim": facts.dim, "at_blocks": sorted({at + (depth - at) * s // 3 for s in range(3)})}
+
     def extra_repr(self) -> str:
         return f"at_blocks={self.at_blocks}, keep_ratio={self.keep_ratio}, joint={self.joint}"
 
@@ -116,6 +124,7 @@ class DynamicViTPruning(TokenReducer):
         index: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         stage: int = 0,
+        ctx: ForwardContext | None = None,
     ) -> ReducerOutput:
         """Training: same tokens plus ``keep`` ``(B, T, N)``; inference: ``(B, T, k, D)`` top-k tokens, no mask.
         ``info``: ``"scores"`` keep probability ``(B, T, N)``, ``"index"`` source positions of the output tokens."""

@@ -21,12 +21,13 @@ and the gate stays decisive. A gate forced to "fine" gives exactly the plain tub
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtok.models.reducers.base import ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import ForwardContext, ModelFacts, ReducerOutput, TokenReducer
 
 __all__ = ["MixedScaleTubelets", "beta_cdf", "batch_shaping_loss"]
 
@@ -64,6 +65,7 @@ class MixedScaleTubelets(TokenReducer):
 
     Args:
         dim: token width D.
+        at_blocks: 0 (it works on the embedding, before block 0).
         fine_ratio: target share of fine regions (mean of the batch-shaping prior).
         prior_strength: a + b of the Beta prior (< 2: U-shaped, decisive gates).
         loss_weight: weight of the batch-shaping loss.
@@ -81,6 +83,7 @@ class MixedScaleTubelets(TokenReducer):
         self,
         *,
         dim: int,
+        at_blocks: int | list[int] = 0,
         fine_ratio: float = 0.25,
         prior_strength: float = 1.0,
         loss_weight: float = 1.0,
@@ -89,6 +92,8 @@ class MixedScaleTubelets(TokenReducer):
         force: str | None = None,
         norm_eps: float = 1e-6,
     ) -> None:
+        if at_blocks not in (0, [0], (0,)):
+            raise ValueError(f"mixed_scale works on the embedding; at_block must be 0, got {at_blocks!r}")
         super().__init__(at_blocks=0)
         if not 0 < fine_ratio < 1:
             raise ValueError(f"fine_ratio must be in (0, 1), got {fine_ratio}")
@@ -110,6 +115,10 @@ class MixedScaleTubelets(TokenReducer):
         self.generator: torch.Generator | None = None  # gate noise source (None: torch's global generator)
         self._loss: torch.Tensor | None = None
 
+    @classmethod
+    def defaults(cls, facts: ModelFacts) -> dict[str, Any]:
+        return {"dim": facts.dim}
+
     def reset_parameters(self) -> None:
         """The gate starts undecided-by-content: P(fine) = ``fine_ratio`` for every region."""
         nn.init.zeros_(self.gate[-1].weight)
@@ -123,27 +132,28 @@ class MixedScaleTubelets(TokenReducer):
             return self.gate[-1].bias.new_zeros(())
         return self.loss_weight * self._loss
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         x: torch.Tensor,
         *,
-        video: torch.Tensor,
-        patch_embed: nn.Module,
-        pos: torch.Tensor | None,
-        grid: tuple[int, int, int],
         keep: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         stage: int = 0,
+        ctx: ForwardContext | None = None,
     ) -> ReducerOutput:
-        """``x`` fine tokens ``(B, T', N, D)`` with positions added, ``video`` the model input, ``pos`` the fine
-        positional table broadcastable to ``(T', N, D)`` (or None) → mixed tokens ``(B, T', L, D)`` and keep.
+        """``x`` fine tokens ``(B, T', N, D)`` with positions added, ``ctx`` the model input (``video``), its
+        ``patch_embed``, the fine positional table ``pos`` broadcastable to ``(T', N, D)`` (or None) and the
+        ``grid`` → mixed tokens ``(B, T', L, D)`` and keep.
 
         ``info``: ``"gate"`` ``(B, T', R)`` P(fine), ``"fine"`` ``(B, T', R)`` decisions, ``"index"`` fine position of
         each token (``N + r`` for the coarse token of region r, -1 for padding).
         """
+        if ctx is None or ctx.video is None or ctx.patch_embed is None:
+            raise ValueError("mixed_scale needs the model input and its patch embedding (ForwardContext)")
+        video, patch_embed, pos = ctx.video, ctx.patch_embed, ctx.pos
         B, T, N, D = x.shape
-        _, Hp, Wp = grid
+        _, Hp, Wp = ctx.grid
         if Hp % 2 or Wp % 2:
             raise ValueError(f"mixed-scale tubelets need an even token grid, got {Hp}×{Wp}")
         ph, pw = patch_embed.tubelet_size[1:]

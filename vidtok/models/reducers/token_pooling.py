@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from vidtok.models.reducers.base import ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import ForwardContext, ReducerOutput, TokenReducer
 
 __all__ = ["TokenPooling"]
 
@@ -78,6 +78,7 @@ class TokenPooling(TokenReducer):
         index: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         stage: int = 0,
+        ctx: ForwardContext | None = None,
     ) -> ReducerOutput:
         """``x`` ``(B, T, N, D)`` → ``(B, T, K, D)`` (``(B, 1, K, D)`` when joint); ``info["assign"]`` ``(B, T, N)``
         cluster of each input token, ``info["index"]`` the centre positions (medoids; K-means: initial centres)."""
