@@ -133,15 +133,20 @@ def _check_reducer(red: TokenReducer, blocks: nn.ModuleList, class_token: str) -
 
 def _reducer_args(
     token_reducer: str | Mapping[str, Any] | None, facts: ModelFacts
-) -> tuple[type[TokenReducer] | None, dict[str, Any]]:
-    """The reducer class and its constructor arguments for the ``token_reducer`` argument (a kind or a spec)."""
+) -> tuple[type[TokenReducer] | None, dict[str, Any], int]:
+    """The reducer class, its constructor arguments and its first block for the ``token_reducer`` argument (a kind
+    or a spec); ``(None, {}, facts.at_block)`` without one."""
     if token_reducer is None:
-        return None, {}
+        return None, {}, facts.at_block
     spec = {"kind": token_reducer} if isinstance(token_reducer, str) else dict(token_reducer)
     if spec.get("kind") is None:
         raise ValueError(f"token_reducer dict needs a 'kind', got {spec!r}")
     cls = reducer_class(spec.pop("kind"))
-    return cls, cls.resolve(spec, facts)
+    args = cls.resolve(spec, facts)
+    first = cls.first_block(args)
+    if not 0 <= first < facts.depth:
+        raise ValueError(f"token_reducer at_block must be in [0, depth={facts.depth}), got {first}")
+    return cls, args, first
 
 
 def _make_mixer(name: str | None, kwargs: dict[str, Any]) -> nn.Module | None:
@@ -152,11 +157,30 @@ def _make_mixer(name: str | None, kwargs: dict[str, Any]) -> nn.Module | None:
     return TOKEN_MIXERS[name](**kwargs)
 
 
-def _make_block(kind: str, dim: int, num_heads: int, *, global_cls: bool, fsa: dict[str, Any], **kw: Any) -> nn.Module:
-    """Block of attention type ``kind`` (``fsa``: a FactorisedBlock with the ``fsa`` arguments)."""
-    if kind == "fsa":
-        return FactorisedBlock(dim, num_heads, global_cls=global_cls, **fsa, **kw)
-    return Block(dim, num_heads, axis="space" if kind == "fe" else kind, **kw)
+def _make_blocks(
+    kinds: list[str],
+    dim: int,
+    num_heads: int,
+    drop_path: list[float],
+    *,
+    global_cls: bool,
+    fsa: dict[str, Any],
+    mixer: tuple[str | None, dict[str, Any] | None],
+    **kw: Any,
+) -> nn.ModuleList:
+    """One block per attention type in ``kinds`` (``fsa``: a FactorisedBlock with the ``fsa`` arguments), each with
+    its own token mixer ``mixer = (name, kwargs)``."""
+    blocks = []
+    for kind, dp in zip(kinds, drop_path, strict=True):
+        m = _make_mixer(mixer[0], dict(mixer[1] or {}))
+        if kind == "fsa":
+            blocks.append(
+                FactorisedBlock(dim, num_heads, global_cls=global_cls, drop_path=dp, token_mixer=m, **fsa, **kw)
+            )
+        else:
+            axis = "space" if kind == "fe" else kind
+            blocks.append(Block(dim, num_heads, axis=axis, drop_path=dp, token_mixer=m, **kw))
+    return nn.ModuleList(blocks)
 
 
 @dataclass
@@ -253,28 +277,17 @@ class ViViT(nn.Module):
             attn_type, reduced_attn_type, class_token, pool, token_mixer, (depth, embed_dim, num_heads, num_classes)
         )
         facts = ModelFacts(embed_dim, depth, token_reducer_layer, norm_eps, dict(token_reducer_kwargs or {}))
-        red_cls, red_args = _reducer_args(token_reducer, facts)
-        if red_cls is not None:
-            token_reducer_layer = red_cls.first_block(red_args)
-            if not 0 <= token_reducer_layer < depth:
-                raise ValueError(f"token_reducer at_block must be in [0, depth={depth}), got {token_reducer_layer}")
+        red_cls, red_args, token_reducer_layer = _reducer_args(token_reducer, facts)
 
-        self.num_classes = num_classes
-        self.num_frames = num_frames
-        self.img_size = img
+        self.num_classes, self.num_frames, self.img_size = num_classes, num_frames, img
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim  # timm: token and pre-logits width
-        self.grad_checkpointing = False
-        self.depth = depth
-        self.depth_temporal = depth_temporal if attn_type == "fe" else 0
-        self.attn_type = attn_type
-        self.reduced_attn_type = reduced_attn_type
-        self.class_token = class_token
-        self.pool = pool
+        self.depth, self.depth_temporal = depth, (depth_temporal if attn_type == "fe" else 0)
+        self.attn_type, self.reduced_attn_type = attn_type, reduced_attn_type
+        self.class_token, self.pool = class_token, pool
+        self.use_fc_norm = pool == "mean" if fc_norm is None else fc_norm
         self.token_reducer = red_cls.kind if red_cls is not None else None
         self.token_reducer_layer = token_reducer_layer
-        self.init_std = init_std
-        self.attn_backend = attn_backend
-        self.use_fc_norm = pool == "mean" if fc_norm is None else fc_norm
+        self.init_std, self.attn_backend, self.grad_checkpointing = init_std, attn_backend, False
         self.model_name: str | None = None
         self.model_kwargs: dict[str, Any] = {}
         self.pretrained_cfg: dict[str, Any] = {}
@@ -294,14 +307,10 @@ class ViViT(nn.Module):
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, act=act, norm_eps=norm_eps, proj_drop=proj_drop_rate,
             backend=attn_backend,
         )  # fmt: skip
-        fsa = dict(order=attn_order, temporal_proj=temporal_proj)
-        self.blocks = nn.ModuleList(
-            _make_block(
-                reduced_attn_type if red_cls is not None and i >= token_reducer_layer else attn_type, embed_dim,
-                num_heads, global_cls=class_token == "global", fsa=fsa, drop_path=dpr[i],
-                token_mixer=_make_mixer(token_mixer, dict(token_mixer_kwargs or {})), **common,
-            )
-            for i in range(depth)
+        kinds = [reduced_attn_type if red_cls and i >= token_reducer_layer else attn_type for i in range(depth)]
+        self.blocks = _make_blocks(
+            kinds, embed_dim, num_heads, dpr[:depth], global_cls=class_token == "global",
+            fsa=dict(order=attn_order, temporal_proj=temporal_proj), mixer=(token_mixer, token_mixer_kwargs), **common,
         )  # fmt: skip
         self.reducer: TokenReducer | None = red_cls(**red_args) if red_cls is not None else None
         if self.reducer is not None:
