@@ -20,7 +20,7 @@ import numpy as np
 from vidtok.engine.infer_io.files import _errors_path, _pyarrow_parquet
 from vidtok.engine.infer_io.job import _check_output, _record_output
 from vidtok.engine.infer_io.paths import _cell_path, _path_cell, csv_uncell, decode_path, encode_path
-from vidtok.errors import VidtokError
+from vidtok.errors import VidtokError, exception_reason
 
 # Merging streams: the final output is written (and an existing one read) a video at a time, so a merge holds one
 # video's vectors (parquet: one row group) in memory, not the whole output. ``--resume`` reads only the index.
@@ -112,7 +112,7 @@ class _FinalEmbed:
         except VidtokError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:  # pyarrow's ArrowInvalid is a ValueError
-            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            reason = exception_reason(e, 200)
             raise VidtokError(f"{out}: cannot read this output ({reason}); remove it or use --overwrite") from None
 
     def _load(self) -> None:
