@@ -32,6 +32,13 @@ def test_find_videos(tmp_path):
         find_videos([f"{root}/missing"])
     with pytest.raises(ConfigError):
         find_videos(root, extensions=[])
+    # one list of video extensions: the one of vidtok.io, also used by the datasets' folder searches
+    from vidtok.data import datasets
+    from vidtok.engine.infer_io import video_extensions
+    from vidtok.io import VIDEO_EXTENSIONS
+
+    assert video_extensions() is VIDEO_EXTENSIONS is datasets.VIDEO_EXTENSIONS
+    assert video_extensions(["MP4", " .Ts "]) == (".mp4", ".ts")
 
 
 def test_parse_views_and_seconds():

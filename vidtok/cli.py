@@ -207,6 +207,7 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
     for dist in ("torch", "torchvision", "av", "decord", "torchcodec", "triton", "transformers"):
         rows.append((dist, _version(dist)))
     rows.append(("video backends", ", ".join(vio.available_backends()) + f"  (auto: {vio.resolve_backend('auto')})"))
+    rows.append(("video extensions", " ".join(vio.VIDEO_EXTENSIONS)))
     cuda = torch.cuda.is_available()
     probe = torch.empty(1, 1, 1, 1, 64, device="cuda" if cuda else "cpu")  # Dh=64: a head dim triton supports
     rows.append(
@@ -546,9 +547,9 @@ def _infer_options(f):
             click.option(
                 "--ext",
                 "extensions",
-                default="mp4,avi,mkv,webm,mov,m4v,mpg,mpeg,flv,wmv,3gp,ts",
-                show_default=True,
-                help="Comma-separated extensions searched for in folders.",
+                default=None,
+                help="Comma-separated extensions searched for in folders [default: the video extensions "
+                "`vidtok info` lists].",
             ),
             click.option("--quiet", is_flag=True, help="No progress bar or summary."),
             click.option(
@@ -608,7 +609,7 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
 
     quiet = kw.pop("quiet")
     kw["streams"] = kw["streams"] or None
-    kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
+    kw["extensions"] = kw["extensions"].split(",") if kw["extensions"] is not None else None
     rows = run(list(paths), checkpoint, topk=topk, views=views, out=out, verbose=not quiet, **kw)
     if out is None:  # the CSV the file would hold, on stdout
         import csv
@@ -656,7 +657,7 @@ def embed(paths, checkpoint, out, window, hop, per_video, normalize, fp16, token
 
     quiet = kw.pop("quiet")
     kw["streams"] = kw["streams"] or None
-    kw["extensions"] = [e for e in kw["extensions"].split(",") if e.strip()]
+    kw["extensions"] = kw["extensions"].split(",") if kw["extensions"] is not None else None
     run(
         list(paths),
         checkpoint,

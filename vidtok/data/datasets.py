@@ -38,9 +38,9 @@ import torch
 from vidtok.config import read_text
 from vidtok.data.samplers import random_clip, uniform_clips
 from vidtok.errors import ConfigError, VideoDecodeError, VidtokError, safe_text
+from vidtok.io.metadata import VIDEO_EXTENSIONS
 
 __all__ = [
-    "VIDEO_EXTENSIONS",
     "VideoClipDataset",
     "build_dataset",
     "read_classes",
@@ -52,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger("vidtok.data")
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 _BUILTIN_CLASSES = {"k400": "classes_k400.txt", "k600": "classes_k600.txt", "k700": "classes_k700.txt"}
 _SHOW = 5  # paths shown when reporting missing files
 

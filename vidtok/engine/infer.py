@@ -38,7 +38,6 @@ from torch import nn
 
 from vidtok.engine.infer_io import (
     CLASSIFY_FORMATS,
-    DEFAULT_EXTENSIONS,
     EMBED_FORMATS,
     ClassifyWriter,
     EmbedWriter,
@@ -47,6 +46,7 @@ from vidtok.engine.infer_io import (
     read_classify_output,
     read_embed_output,
     read_embed_videos,
+    video_extensions,
     write_job,
 )
 from vidtok.engine.infer_io.files import _fmt_of
@@ -279,7 +279,7 @@ class JobOptions:
     amp: str = "auto"
     backend: str = "auto"
     stream: int = 0
-    extensions: Sequence[str] = DEFAULT_EXTENSIONS
+    extensions: Sequence[str] | None = None
     streams: int | None = None
     verbose: bool = False
     engine: str = "local"
@@ -383,7 +383,8 @@ class InferJob:
         o, dist, out = self.opts, self.dist, self.out
         self.files = find_videos(paths, o.extensions)
         if not self.files:
-            raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {o.extensions})")
+            exts = " ".join(video_extensions(o.extensions))
+            raise VidtokError(f"no video files found under {', '.join(map(str, paths))} (extensions: {exts})")
         self.writer = writer
         if out is not None:
             rec = record() if record is not None else None
@@ -517,7 +518,7 @@ def classify(
     amp: str = "auto",
     backend: str = "auto",
     stream: int = 0,
-    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    extensions: Sequence[str] | None = None,
     streams: int | None = None,
     verbose: bool = False,
     engine: str = "local",
@@ -542,7 +543,7 @@ def classify(
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``none``, ``bf16``, ``fp16``.
         backend: video decoder (see ``vidtok.io.available_backends()``).
         stream: which video stream of each file, counted among its video streams (0 = the first).
-        extensions: video file extensions searched for in folders.
+        extensions: video file extensions searched for in folders (None: :data:`vidtok.io.VIDEO_EXTENSIONS`).
         streams: on CPU, model calls run side by side on parts of each batch (None: one per core; see
             :func:`cpu_streams`). Ignored on CUDA.
         verbose: progress bar and end summary on stderr (rank 0).
@@ -615,7 +616,7 @@ def embed(
     amp: str = "auto",
     backend: str = "auto",
     stream: int = 0,
-    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    extensions: Sequence[str] | None = None,
     streams: int | None = None,
     verbose: bool = False,
     engine: str = "local",

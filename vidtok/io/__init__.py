@@ -14,6 +14,7 @@ The metadata is PyAV's index of the chosen stream whichever backend serves the f
 inexactly are read with PyAV (:func:`route_reason`).
 """
 
+from vidtok.io.metadata import VIDEO_EXTENSIONS
 from vidtok.io.video import (
     AUTO_ORDER,
     BACKENDS,
@@ -28,6 +29,7 @@ from vidtok.io.video import (
 __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
+    "VIDEO_EXTENSIONS",
     "Video",
     "VideoMetadata",
     "available_backends",

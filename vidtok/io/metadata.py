@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     import torch
 
 
+# The file extensions taken as videos when a folder is searched (classify / embed, class-folder and Kinetics
+# datasets). A file named directly is opened whatever its extension.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+
+
 @dataclass(frozen=True)
 class VideoMetadata:
     """What a backend knows about the video stream.

@@ -8,10 +8,13 @@ from pathlib import Path
 
 from vidtok.errors import ConfigError, VidtokError
 
-DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 
+def video_extensions(extensions: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``extensions`` as lower-case ``.ext`` (``"MP4"`` -> ``".mp4"``); None: :data:`vidtok.io.VIDEO_EXTENSIONS`."""
+    if extensions is None:
+        from vidtok.io.metadata import VIDEO_EXTENSIONS  # imported here: vidtok.io loads torch
 
-def _norm_exts(extensions: Iterable[str]) -> tuple[str, ...]:
+        return VIDEO_EXTENSIONS
     exts = []
     for e in extensions:
         e = e.strip().lower()
@@ -22,20 +25,22 @@ def _norm_exts(extensions: Iterable[str]) -> tuple[str, ...]:
     return tuple(exts)
 
 
-def find_videos(paths: str | os.PathLike | Sequence[str | os.PathLike], extensions=DEFAULT_EXTENSIONS) -> list[str]:
+def find_videos(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], extensions: Iterable[str] | None = None
+) -> list[str]:
     """Video files under ``paths``, in a deterministic order.
 
-    A folder is searched recursively for files whose extension (case-insensitive) is in ``extensions``, sorted by
-    name at every level. A file named directly is taken whatever its extension (a bad one becomes an error row),
-    and ``@list.txt`` reads one path per line. The same file named twice (``x.mp4``, ``./x.mp4``, ``A/../A/x.mp4``,
-    a symlink) is taken once, under the spelling met first.
+    A folder is searched recursively for files whose extension (case-insensitive) is in ``extensions`` (None:
+    :data:`vidtok.io.VIDEO_EXTENSIONS`), sorted by name at every level. A file named directly is taken whatever its
+    extension (a bad one becomes an error row), and ``@list.txt`` reads one path per line. The same file named twice
+    (``x.mp4``, ``./x.mp4``, ``A/../A/x.mp4``, a symlink) is taken once, under the spelling met first.
 
     Raises:
         VidtokError: a path does not exist.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    exts = _norm_exts(extensions)
+    exts = video_extensions(extensions)
     out: list[str] = []
     seen: set[str] = set()
 
