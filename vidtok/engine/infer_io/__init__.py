@@ -34,8 +34,8 @@ Modules (each imports only those above it)::
 from vidtok.engine.infer_io.classify_out import ClassifyWriter, csv_header, csv_row, read_classify_output
 from vidtok.engine.infer_io.discovery import find_videos, video_extensions
 from vidtok.engine.infer_io.embed_out import EmbedWriter, read_embed_output, read_embed_videos
-from vidtok.engine.infer_io.files import CLASSIFY_FORMATS, EMBED_FORMATS, output_exists
-from vidtok.engine.infer_io.job import check_job, job_path, write_job
+from vidtok.engine.infer_io.files import CLASSIFY_FORMATS, EMBED_FORMATS, job_path, output_exists
+from vidtok.engine.infer_io.job import check_job, write_job
 from vidtok.engine.infer_io.paths import csv_cell, csv_uncell, decode_path, encode_path
 
 __all__ = [

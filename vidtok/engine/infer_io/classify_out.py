@@ -16,25 +16,20 @@ import csv
 import io
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from vidtok.engine.infer_io.files import (
     CLASSIFY_FORMATS,
+    OutputFiles,
     _dedup,
-    _errors_path,
     _fmt_of,
-    _fsync_dir,
     _merge_key,
     _parts_dir,
     _pyarrow_parquet,
     _read_jsonl,
     _write_atomic,
-    _write_errors,
-    output_exists,
 )
-from vidtok.engine.infer_io.job import job_path
 from vidtok.engine.infer_io.paths import _cell_path, _path_cell, csv_cell, csv_uncell, decode_path, encode_path
 from vidtok.errors import VidtokError, safe_text
 
@@ -146,7 +141,7 @@ def read_classify_output(out: str | os.PathLike) -> list[dict]:
     return list(_dedup(rows).values())
 
 
-class ClassifyWriter:
+class ClassifyWriter(OutputFiles):
     """Appends one row per finished video to this rank's part (flushed at once) and merges the parts at the end.
 
     Args:
@@ -155,13 +150,13 @@ class ClassifyWriter:
         rank, world_size: this process and the number of processes writing the same output.
     """
 
+    kind, formats = "classify", CLASSIFY_FORMATS
+
     def __init__(self, out: str | os.PathLike | None, *, topk: int, rank: int = 0, world_size: int = 1):
-        self.out = Path(out) if out is not None else None
+        super().__init__(out, rank, world_size)
         self.topk = topk
-        self.rank, self.world_size = rank, world_size
         self.rows: list[dict] = []  # rows written by this process in this run
         self._fh = None
-        self.fmt = _fmt_of(self.out, CLASSIFY_FORMATS, "classify") if self.out is not None else None
         if self.out is None:
             self.part = None
         elif self.world_size == 1 and self.fmt in ("csv", "jsonl"):
@@ -171,15 +166,8 @@ class ClassifyWriter:
             self.part = _parts_dir(self.out) / f"rank{rank}.{ext}"
 
     # -- set-up ------------------------------------------------------------------------------------------------------
-    def exists(self) -> bool:
-        return self.out is not None and output_exists(self.out)
-
-    def remove(self) -> None:
-        if self.out is None:
-            return
-        for p in (self.out, self.out.with_name(self.out.name + ".tmp"), _errors_path(self.out), job_path(self.out)):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+    def side_files(self) -> list[Path]:
+        return [*super().side_files(), self.out.with_name(self.out.name + ".tmp")]
 
     def repair(self) -> int:
         """Rewrite this rank's part without a partial / invalid trailing line. Returns the rows dropped (0 or 1)."""
@@ -270,9 +258,7 @@ class ClassifyWriter:
             _write_atomic(self.out, lambda tmp: pq.write_table(table, tmp))
         else:
             _write_atomic(self.out, lambda tmp: self._write_rows(tmp, rows, self.fmt == "csv"))
-        _write_errors(self.out, rows)
-        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
-        _fsync_dir(self.out.parent)
+        self._merged(rows)
         return rows
 
 

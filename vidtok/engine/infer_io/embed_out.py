@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,18 +25,14 @@ import numpy as np
 
 from vidtok.engine.infer_io.files import (
     EMBED_FORMATS,
+    OutputFiles,
     _dedup,
-    _errors_path,
     _fmt_of,
-    _fsync_dir,
     _merge_key,
     _parts_dir,
     _read_jsonl,
     _write_atomic,
-    _write_errors,
-    output_exists,
 )
-from vidtok.engine.infer_io.job import job_path
 from vidtok.engine.infer_io.vectors import _ArraySink, _FinalEmbed, _index_path, _ParquetSink, _tokens_npy_path
 from vidtok.errors import VidtokError
 
@@ -188,7 +183,7 @@ def read_embed_videos(out: str | os.PathLike) -> list[dict]:
     return _video_entries(_embed_items(out, _fmt_of(out, EMBED_FORMATS, "embed"), None)[1])
 
 
-class EmbedWriter:
+class EmbedWriter(OutputFiles):
     """Appends each finished video's vectors (and tokens) to this rank's part and merges the parts at the end.
 
     Args:
@@ -196,26 +191,18 @@ class EmbedWriter:
         rank, world_size: this process and the number of processes writing the same output.
     """
 
+    kind, formats = "embed", EMBED_FORMATS
+
     def __init__(self, out: str | os.PathLike | None, *, rank: int = 0, world_size: int = 1):
-        self.out = Path(out) if out is not None else None
-        self.fmt = _fmt_of(self.out, EMBED_FORMATS, "embed") if self.out is not None else None
-        self.rank, self.world_size = rank, world_size
+        super().__init__(out, rank, world_size)
         self.records: list[dict] = []  # this run's video records
         self._mem: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._fh = self._vf = self._tf = None
         if self.out is not None:
             self.part = _EmbedPart(_parts_dir(self.out) / f"rank{rank}.videos.jsonl")
 
-    def exists(self) -> bool:
-        return self.out is not None and output_exists(self.out)
-
-    def remove(self) -> None:
-        if self.out is None:
-            return
-        out = self.out
-        for p in (out, _index_path(out), _tokens_npy_path(out), _errors_path(out), job_path(out)):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+    def side_files(self) -> list[Path]:
+        return [*super().side_files(), _index_path(self.out), _tokens_npy_path(self.out)]
 
     def repair(self) -> int:
         if self.out is None or not self.part.jsonl.exists():
@@ -288,9 +275,7 @@ class EmbedWriter:
         out = self.out
         items = self._write_merged(order)
         videos = _video_entries(items)
-        _write_errors(out, videos)
-        shutil.rmtree(_parts_dir(out), ignore_errors=True)
-        _fsync_dir(out.parent)
+        self._merged(videos)
         if not load:
             return {"embeddings": None, "tokens": None, "index": None, "videos": videos}
         res = read_embed_output(out)

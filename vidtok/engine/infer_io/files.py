@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,49 @@ def _write_errors(out: Path, rows: Iterable[dict]) -> Path | None:
 
     _write_atomic(path, write)
     return path
+
+
+def job_path(out: Path) -> Path:
+    """``OUT.job.json``: what produced OUT (see :mod:`vidtok.engine.infer_io.job`)."""
+    return out.with_name(out.name + ".job.json")
+
+
+class OutputFiles:
+    """What the classify and embed writers share: the output, its format, this rank's place among the writers,
+    whether OUT or parts of it exist, removing every file of it, and the end of a merge.
+
+    Args:
+        out: the final output; None keeps everything in memory.
+        rank, world_size: this process and the number of processes writing the same output.
+    """
+
+    kind = ""  # "classify" | "embed", in errors
+    formats: tuple[str, ...] = ()
+
+    def __init__(self, out: str | os.PathLike | None, rank: int = 0, world_size: int = 1):
+        self.out = Path(out) if out is not None else None
+        self.fmt = _fmt_of(self.out, self.formats, self.kind) if self.out is not None else None
+        self.rank, self.world_size = rank, world_size
+
+    def exists(self) -> bool:
+        return self.out is not None and output_exists(self.out)
+
+    def side_files(self) -> list[Path]:
+        """OUT and the files beside it that belong to it (a writer adds its own)."""
+        assert self.out is not None
+        return [self.out, _errors_path(self.out), job_path(self.out)]
+
+    def remove(self) -> None:
+        """``--overwrite``: every file of this output, its unmerged parts included."""
+        if self.out is None:
+            return
+        for p in self.side_files():
+            p.unlink(missing_ok=True)
+        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+
+    def _merged(self, records: Iterable[dict]) -> None:
+        """After OUT is written: the list of failed videos, the parts removed, the folder's entries on disk."""
+        assert self.out is not None
+        _write_errors(self.out, records)
+        shutil.rmtree(_parts_dir(self.out), ignore_errors=True)
+        _fsync_dir(self.out.parent)

@@ -11,12 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vidtok.engine.infer_io.files import _write_atomic
+from vidtok.engine.infer_io.files import _write_atomic, job_path
 from vidtok.errors import VidtokError
-
-
-def job_path(out: Path) -> Path:
-    return out.with_name(out.name + ".job.json")
 
 
 def check_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
