@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vidtok.engine import checkpoint as ck
+from vidtok.files import atomic_write
 from vidtok.errors import CheckpointError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,7 +51,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        ck.atomic_write(target, boom)
+        atomic_write(target, boom)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
 

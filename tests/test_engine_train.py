@@ -151,14 +151,15 @@ def test_run_folder_contents_and_eval(tmp_path):
 
 
 def test_init_reinitialises_a_mismatching_head(tmp_path):
-    from vidtok.engine.checkpoint import save_weights, weights_metadata
+    from vidtok.engine.checkpoint import weights_metadata
+    from vidtok.files import save_safetensors
     from vidtok.engine.train import init_from_checkpoint
 
     torch.manual_seed(0)
     src = TinyVideoNet(num_classes=5)
     src.model_name = "tiny"
     meta = weights_metadata(src, pretrained_cfg={"class_names": []})
-    save_weights(tmp_path / "src.safetensors", src.state_dict(), meta)
+    save_safetensors(tmp_path / "src.safetensors", src.state_dict(), meta)
     torch.manual_seed(1)
     dst = TinyVideoNet(num_classes=3)
     head_before = dst.head.weight.clone()
@@ -254,3 +255,44 @@ def test_reducer_aux_loss_is_added_to_the_training_loss(tmp_path):
     losses = [r["loss"] for r in rows if r["kind"] == "step"]
     assert losses and min(losses) > 45  # CE alone is ~1.1 for 3 classes
     assert model.reducer.calls >= len(losses) and model.reducer.w.item() < 1.0  # its gradient reached the optimizer
+
+
+class _Clips(torch.utils.data.Dataset):
+    """Fixed random 64 px clips with labels, the shape of the tiny reducer models."""
+
+    def __init__(self, n: int = 8):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 4, 64, 64, generator=g)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": self.x[i], "label": int(self.y[i])}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"kind": "dynamicvit", "at_block": [1, 2], "keep_ratio": 0.5}, {"kind": "mixed_scale"}],
+    ids=lambda s: s["kind"],
+)
+def test_train_adds_the_real_reducers_losses(tmp_path, spec):
+    """The first logged loss (before any weight changes) is CE + loss_weight x the reducer's own loss: the same run
+    with loss_weight 0 logs CE alone, and the difference is the reducer's loss of that batch, weighted."""
+    from vidtok.models import create_model
+
+    first, aux = {}, {}
+    for w in (0.0, 50.0):
+        torch.manual_seed(0)
+        tiny = dict(num_classes=3, num_frames=4, img_size=64, embed_dim=32, depth=3, num_heads=2)
+        model = create_model("vidtok_ti", token_reducer={**spec, "loss_weight": w}, **tiny)
+        seen = []
+        model.reducer.register_forward_hook(lambda m, a, o: seen.append(m.aux_loss().item() / max(m.loss_weight, 1)))
+        cfg = tiny_config(0, epochs=1, max_steps=1, log_every=1)
+        train(cfg, tmp_path / f"w{w}", model=model, train_dataset=_Clips(), progress=False, log=lambda m: None)
+        rows = [json.loads(x) for x in (tmp_path / f"w{w}" / "metrics.jsonl").read_text().splitlines()]
+        first[w] = next(r["loss"] for r in rows if r["kind"] == "step")
+        aux[w] = seen[-1]
+    assert aux[50.0] > 1e-4  # the batch has a reducer loss to add
+    assert first[50.0] - first[0.0] == pytest.approx(50.0 * aux[50.0], rel=1e-3)

@@ -105,7 +105,7 @@ def test_one_row_per_file_good_and_bad(job, reference, tmp_path):
 
 def test_matches_independent_oracle(job):
     """Probabilities = mean over views of softmax(model(EvalTransform(frames))) on a full PyAV decode."""
-    from vidtok.data.samplers import uniform_clips
+    from vidtok.data.clip_sampling import uniform_clips
     from vidtok.data.transforms import EvalTransform
 
     path = job["good"][2]

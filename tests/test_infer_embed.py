@@ -58,7 +58,7 @@ def _by_path(res) -> dict[str, tuple[np.ndarray, list]]:
 
 
 def test_windows_match_oracle(job, reference):
-    from vidtok.data.samplers import sliding_clips
+    from vidtok.data.clip_sampling import sliding_clips
 
     model = vidtok.load_model(job["ckpt"])
     by = _by_path(reference)
@@ -90,7 +90,7 @@ def test_resume_refuses_other_windows(job, tmp_path):
 
 
 def test_default_window_per_video_normalize_fp16_tokens(job):
-    from vidtok.data.samplers import sliding_clips, uniform_clips
+    from vidtok.data.clip_sampling import sliding_clips, uniform_clips
 
     model = vidtok.load_model(job["ckpt"])
     path = job["good"][3]

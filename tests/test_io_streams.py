@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.videos import FIXTURES, STREAM_CLASS_FIXTURES, backend_params, decode_all
-from vidtok.data.samplers import uniform_clips
+from vidtok.data.clip_sampling import uniform_clips
 from vidtok.errors import VideoDecodeError
 from vidtok.io import available_backends, open_video
 from vidtok.io.video import route_reason

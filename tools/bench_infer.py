@@ -126,7 +126,7 @@ def main() -> None:
     import torch
 
     import vidtok
-    from vidtok.data.samplers import uniform_clips
+    from vidtok.data.clip_sampling import uniform_clips
     from vidtok.data.transforms import EvalTransform
     from vidtok.engine.infer import _normalizer, _resolve_amp, _resolve_device, classify, cpu_streams, parse_views
     from vidtok.engine.infer_workers import ViewSpec, prepare_views

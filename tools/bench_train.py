@@ -68,7 +68,7 @@ def _case(args) -> dict:
     ds = build_dataset(cfg.data, "train", seed=0)
     if args.mode == "memory":
         # the exact clips the loader would produce, decoded and transformed up front (not timed)
-        from vidtok.engine.distributed import SeededDataset
+        from vidtok.data.loader import SeededDataset
 
         seeded = SeededDataset(ds, seed=0)
         items = [seeded[(i, 0)] for i in range(len(ds))]

@@ -283,7 +283,7 @@ def viz(
       vidtok viz clip.mp4 -c runs/demo -o overlay.gif --mode argmax
       vidtok viz clip.mp4 -c vivit_b16x2.safetensors -o attn.mp4 --mode cls
     """
-    from vidtok.engine.distributed import resolve_device
+    from vidtok.engine.device import resolve_device
     from vidtok.viz.attention import visualize
 
     device = str(resolve_device(device, key="--device"))

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from vidtok._lazy import lazy_exports
 
-# Imported on use, so that ``import vidtok.data.samplers`` (what classify/embed and their decode workers need) does
-# not import torchvision: its import pulls in torch._dynamo, about 2.5 s on a 2-core machine, once per process.
+# Imported on use, so that ``import vidtok.data.clip_sampling`` (what classify/embed and their decode workers need)
+# does not import torchvision: its import pulls in torch._dynamo, about 2.5 s on a 2-core machine, once per process.
 _LAZY = {
     **dict.fromkeys(
         [
@@ -32,10 +32,13 @@ _LAZY = {
         ],
         "vidtok.data.datasets",
     ),
-    **dict.fromkeys(["EpochSampler", "build_loader", "collate_clips"], "vidtok.data.loader"),
     **dict.fromkeys(
-        ["Clip", "random_clip", "sample_clips", "segment_clip", "sliding_clips", "uniform_clips"],
-        "vidtok.data.samplers",
+        ["EpochSampler", "SeededDataset", "build_loader", "collate_clips", "sample_seed", "seed_worker"],
+        "vidtok.data.loader",
+    ),
+    **dict.fromkeys(
+        ["Clip", "random_clip", "sample_clips", "segment_clip", "shuffle_time", "sliding_clips", "uniform_clips"],
+        "vidtok.data.clip_sampling",
     ),
     **dict.fromkeys(["MOTIONS", "make_synthetic_dataset"], "vidtok.data.synthetic"),
     **dict.fromkeys(
@@ -51,6 +54,7 @@ __all__ = [
     "segment_clip",
     "sliding_clips",
     "sample_clips",
+    "shuffle_time",
     "TrainTransform",
     "EvalTransform",
     "MixupCutmix",
@@ -65,8 +69,11 @@ __all__ = [
     "parse_class_folders",
     "read_bad_files",
     "EpochSampler",
+    "SeededDataset",
     "build_loader",
     "collate_clips",
+    "sample_seed",
+    "seed_worker",
     "MOTIONS",
     "make_synthetic_dataset",
 ]

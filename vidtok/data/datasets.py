@@ -32,11 +32,11 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vidtok.config import read_text
-from vidtok.data.samplers import random_clip, uniform_clips
+from vidtok.data.clip_sampling import random_clip, uniform_clips
+from vidtok.data.loader import sample_seed
 from vidtok.errors import ConfigError, VideoDecodeError, VidtokError, safe_text
 from vidtok.io.metadata import VIDEO_EXTENSIONS
 
@@ -250,11 +250,6 @@ def read_bad_files(path: str | os.PathLike) -> list[tuple[str, str]]:
     return out
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 63-bit seed for one sample of one epoch."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
-
-
 class VideoClipDataset(torch.utils.data.Dataset):
     """Clips of labelled videos, decoded with :func:`vidtok.io.open_video` and transformed.
 
@@ -275,6 +270,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
         bad_files: file the failures are appended to (None: only logged).
         missing: paths dropped at build time because the file does not exist (kept for reporting).
     """
+
+    takes_epoch = True  # ds[(index, epoch)]: the loader's SeededDataset passes the epoch through
 
     def __init__(
         self,

@@ -1,15 +1,17 @@
-"""DataLoader set-up: epoch-aware sharded sampling, per-worker seeding, collate for (repeated) clips.
+"""The data order of training and evaluation: one epoch sampler, one per-sample seed, one worker init, one loader.
 
 ::
 
-    EpochSampler ──(index, epoch)──► worker: VideoClipDataset[(index, epoch)] ──► collate_clips ──► batch dict
-      shuffle = randperm(seed + epoch)    generator seeded by (seed, epoch, index): augmentation does not depend on
-      shard   = order[rank::world]        which worker, how many workers, or the rank that decodes the sample
+    EpochSampler ──(index, epoch)──► SeededDataset ──► worker: dataset[(index, epoch)] ──► collate_clips ──► batch
+      shuffle = randperm(seed + epoch)   sample_seed(seed, epoch, index) seeds the global RNGs around the item, and
+      shard   = order[rank::world]       datasets that take (index, epoch) keys (VideoClipDataset) seed their own
+      start   = position in the epoch    generator from the same function: augmentation does not depend on which
+                (exact resume)           worker, how many workers, the rank that decodes the sample or a resume
 
-Call ``loader.sampler.set_epoch(epoch)`` before each epoch (as with ``DistributedSampler``). Batches are dicts:
-``video`` (B, C, T, H, W) float32 (test mode: (B, V, C, T, H, W)), ``label`` (B,) int64, ``index`` (B,) int64,
-``path`` list[str]. With ``repeated_aug = R`` each video yields R clips from one decode and a batch holds
-``batch_size // R`` videos, so it still has ``batch_size`` clips.
+Call ``loader.sampler.set_epoch(epoch)`` before each epoch (``set_epoch(epoch, start=k)`` resumes after the first
+``k`` samples of this rank). Batches are dicts: ``video`` (B, C, T, H, W) float32 (test mode: (B, V, C, T, H, W)),
+``label`` (B,) int64, ``index`` (B,) int64, ``path`` list[str]. With ``repeated_aug = R`` each video yields R clips from
+one decode and a batch holds ``batch_size // R`` videos, so it still has ``batch_size`` clips.
 """
 
 from __future__ import annotations
@@ -17,17 +19,24 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-__all__ = ["EpochSampler", "build_loader", "collate_clips", "seed_worker"]
+__all__ = ["EpochSampler", "SeededDataset", "build_loader", "collate_clips", "sample_seed", "seed_worker"]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for one sample of one epoch: a function of (run seed, epoch, dataset index) only."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class EpochSampler(Sampler):
-    """Shuffles with ``seed + epoch``, shards across ranks like ``DistributedSampler``, and yields ``(index, epoch)``.
+    """Shuffles with ``seed + epoch``, shards across ranks like ``DistributedSampler``, yields ``(index, epoch)``, and
+    can start part-way through an epoch (exact resume).
 
     Args:
         num_samples: dataset length.
@@ -60,11 +69,26 @@ class EpochSampler(Sampler):
         self.rank, self.world_size = rank, world_size
         self.drop_last, self.pad = drop_last, pad
         self.epoch = 0
+        self.start = 0  # samples of this rank already consumed in the current epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's permutation and skip the first ``start`` samples of this rank (for resume)."""
+        self.epoch, self.start = int(epoch), int(start)
 
-    def _order(self) -> list[int]:
+    @property
+    def per_rank(self) -> int:
+        """Samples this rank gets in a whole epoch."""
+        n, w = self.num_samples, self.world_size
+        if w == 1:
+            return n
+        if self.drop_last:
+            return n // w
+        if self.pad:
+            return math.ceil(n / w)
+        return len(range(self.rank, n, w))
+
+    def indices(self) -> list[int]:
+        """This rank's dataset indices for the whole current epoch, in order."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=g).tolist()
@@ -81,17 +105,43 @@ class EpochSampler(Sampler):
         return order
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self._order()])
+        return iter([(i, self.epoch) for i in self.indices()[self.start :]])
 
     def __len__(self) -> int:
-        n, w = self.num_samples, self.world_size
-        if w == 1:
-            return n
-        if self.drop_last:
-            return n // w
-        if self.pad:
-            return math.ceil(n / w)
-        return len(range(self.rank, n, w))
+        return max(0, self.per_rank - self.start)
+
+
+class SeededDataset(Dataset):
+    """Wraps a map-style dataset: ``ds[(index, epoch)]`` seeds the torch / numpy / python RNGs with
+    :func:`sample_seed` (restoring them afterwards) before reading the item, so random augmentations drawn from the
+    global RNGs are reproducible per sample regardless of worker assignment and resume point. Datasets whose
+    ``takes_epoch`` is true (``VideoClipDataset``, which seeds its own generator with :func:`sample_seed`) get the
+    ``(index, epoch)`` key; others get ``index``. A plain int passes through.
+    """
+
+    def __init__(self, inner: Dataset, *, seed: int = 0):
+        self.inner = inner
+        self.seed = seed
+        self.takes_epoch = bool(getattr(inner, "takes_epoch", False))
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return self.inner[key]
+        index, epoch = key
+        seed = sample_seed(self.seed, epoch, index)
+        py, nps, ts = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        torch.manual_seed(seed)
+        try:
+            return self.inner[key] if self.takes_epoch else self.inner[index]
+        finally:
+            random.setstate(py)
+            np.random.set_state(nps)
+            torch.set_rng_state(ts)
 
 
 def collate_clips(batch: list) -> dict:
@@ -110,7 +160,7 @@ def seed_worker(worker_id: int) -> None:
 
 def build_loader(
     dataset,
-    data_cfg,
+    data_cfg=None,
     *,
     train: bool,
     seed: int = 0,
@@ -121,13 +171,16 @@ def build_loader(
     num_workers: int | None = None,
     drop_last: bool | None = None,
 ) -> DataLoader:
-    """A DataLoader for a :class:`~vidtok.data.datasets.VideoClipDataset` configured by ``data_cfg``.
+    """The DataLoader of training and evaluation: :class:`EpochSampler` over :class:`SeededDataset`.
 
     Args:
-        dataset: the dataset (its ``repeated_aug`` decides how many clips each item gives).
-        data_cfg: batch size, workers, prefetch, pin memory, persistent workers.
-        train: shuffle and drop the last incomplete batch; else keep order, no padding across ranks.
-        seed: shuffling seed (the dataset's own seed drives augmentation).
+        dataset: map-style dataset (a :class:`~vidtok.data.datasets.VideoClipDataset` or any dataset of dicts); its
+            ``repeated_aug`` decides how many clips each training item gives.
+        data_cfg: a :class:`~vidtok.config.DataConfig` (batch size, workers, prefetch, pin memory, persistent
+            workers); None: ``batch_size`` / ``num_workers`` given here, no persistent workers.
+        train: shuffle, pad the shards to equal length and drop the last incomplete batch; else keep order and give
+            each sample to exactly one rank.
+        seed: run seed: the shuffling and the per-sample seeds.
         rank: this process's rank.
         world_size: number of processes.
         device: pin memory only when this is a CUDA device (default: CUDA if available).
@@ -138,33 +191,26 @@ def build_loader(
     batch_size = data_cfg.batch_size if batch_size is None else batch_size
     num_workers = data_cfg.num_workers if num_workers is None else num_workers
     drop_last = train if drop_last is None else drop_last
-    repeats = getattr(dataset, "repeated_aug", 1) if train else 1
+    repeats = int(getattr(dataset, "repeated_aug", 1) or 1) if train else 1
     if batch_size < 1 or batch_size % repeats:
         raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of repeated_aug ({repeats})")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    sampler = EpochSampler(
-        len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size, drop_last=False, pad=train
-    )
-    if device is None:
-        cuda = torch.cuda.is_available()
-    else:
-        cuda = torch.device(device).type == "cuda"
-    kwargs = {}
+    sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size, pad=train)
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        kwargs = {
-            "persistent_workers": data_cfg.persistent_workers,
-            "prefetch_factor": data_cfg.prefetch_factor,
-            "worker_init_fn": seed_worker,
-        }
+        kwargs["worker_init_fn"] = seed_worker
+        if data_cfg is not None:
+            kwargs.update(persistent_workers=data_cfg.persistent_workers, prefetch_factor=data_cfg.prefetch_factor)
     return DataLoader(
-        dataset,
+        SeededDataset(dataset, seed=seed),
         batch_size=batch_size // repeats,
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_clips,
-        pin_memory=bool(data_cfg.pin_memory and cuda),
+        pin_memory=bool((data_cfg is None or data_cfg.pin_memory) and cuda),
         drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed),  # base seed of the workers
+        generator=torch.Generator().manual_seed(seed),  # base seed of the workers, never the global RNG
         **kwargs,
     )

@@ -8,11 +8,11 @@ Layout inside a run folder::
                                                  states (torch / CUDA / numpy / python), EMA weights, config,
                                                  class names, and the sha256 of the weights file
 
-Both files are written to a temporary name in the same folder, fsync'ed and renamed (``os.replace`` is atomic on
-POSIX), the state file last, so a crash leaves either a complete checkpoint or none. The state file holds only
-tensors and plain Python containers: it is written with ``torch.save`` and read with ``torch.load(weights_only=True)``
-(nothing is unpickled as code). A truncated, corrupt or mismatching checkpoint raises :class:`CheckpointError`;
-:func:`load_latest` then falls back to the previous good one.
+Both files are written by :func:`vidtok.files.atomic_write` (a temporary name in the same folder, fsync'ed and
+renamed; ``os.replace`` is atomic on POSIX), the state file last, so a crash leaves either a complete checkpoint or
+none. The state file holds only tensors and plain Python containers: it is written with ``torch.save`` and read with
+``torch.load(weights_only=True)`` (nothing is unpickled as code). A truncated, corrupt or mismatching checkpoint
+raises :class:`CheckpointError`; :func:`load_latest` then falls back to the previous good one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,78 +31,23 @@ import torch
 from torch import nn
 
 from vidtok.errors import CheckpointError, exception_line
+from vidtok.files import atomic_write, save_safetensors
 
 __all__ = [
     "CKPT_DIR",
-    "atomic_write",
-    "save_weights",
+    "weights_metadata",
     "load_weights",
     "save_checkpoint",
     "load_checkpoint",
     "list_checkpoints",
     "load_latest",
     "prune_checkpoints",
-    "file_mode",
     "capture_rng_state",
     "restore_rng_state",
 ]
 
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt_(\d{8,})\.safetensors$")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Atomic file writes
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def file_mode() -> int:
-    """The mode a new file gets under this process's umask (0o666 & ~umask), as ``open()`` would create it."""
-    try:  # Linux: read it without changing it (os.umask sets and returns; not thread-safe)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return 0o666 & ~old
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` for a temporary file next to ``path``, fsync it, and rename it over ``path``.
-
-    The file gets the permissions of any file the user creates (their umask), not mkstemp's private 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, file_mode())  # after write(): a writer may have replaced the file (safetensors does)
-        with open(tmp, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def _sha256(path: str | os.PathLike) -> str:
@@ -116,21 +60,6 @@ def _sha256(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Weights (vidtok single-file safetensors format, see docs/checkpoints.md)
-
-
-def _unshared_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors sharing memory (tied weights): clone the second and later views."""
-    seen: set[tuple[int, int]] = set()
-    out = {}
-    for k, v in state.items():
-        v = v.detach()
-        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (id(v), 0)
-        if key in seen or not v.is_contiguous():
-            v = v.clone().contiguous()
-        else:
-            seen.add(key)
-        out[k] = v.cpu() if v.device.type != "cpu" else v
-    return out
 
 
 def weights_metadata(
@@ -146,16 +75,6 @@ def weights_metadata(
     if config is not None:
         meta["config"] = json.dumps(config)
     return meta
-
-
-def save_weights(
-    path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> Path:
-    """Write ``state_dict`` as safetensors at ``path``, atomically."""
-    from safetensors.torch import save_file
-
-    tensors = _unshared_state_dict(state_dict)
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata or {}))
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -241,7 +160,7 @@ def save_checkpoint(
         The weights path.
     """
     wpath, spath = ckpt_paths(run_dir, step)
-    save_weights(wpath, model_state, weights_meta)
+    save_safetensors(wpath, model_state, weights_meta)
     full = dict(state)
     full["step"] = int(step)
     full["weights_file"] = wpath.name

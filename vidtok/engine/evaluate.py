@@ -25,10 +25,9 @@ from torch import nn
 
 from vidtok.logs import Progress
 
-__all__ = ["evaluate", "evaluate_checkpoint", "format_report", "write_report", "plot_confusion_matrix"]
+__all__ = ["evaluate", "evaluate_checkpoint", "format_report", "write_report"]
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset,
@@ -54,7 +53,7 @@ def evaluate(
         device: where the model runs.
         amp: ``none`` | ``bf16`` | ``fp16`` autocast.
         shuffle_frames: permute the frames of every view (the motion control experiment).
-        seed: seed of the frame permutation.
+        seed: seed of the per-sample seeds (as in training) and of the frame permutation.
         rank, world_size: shard the dataset over processes (``rank::world_size``); the results are gathered so
             every rank returns the full metrics.
         class_names: names for the report; default ``dataset.class_names`` or ``model.pretrained_cfg``.
@@ -65,62 +64,66 @@ def evaluate(
         ``num_samples``, ``num_views``, ``per_class`` (list of dicts name / support / correct / accuracy),
         ``confusion`` (K x K int ndarray, rows = true class), ``class_names``, ``predictions`` (index, label, pred).
     """
-    from vidtok.engine.distributed import all_gather_objects
-    from vidtok.engine.train import _autocast, shuffle_time
+    from vidtok.data.loader import build_loader
 
     device = torch.device(device)
+    loader = build_loader(
+        dataset, train=False, seed=seed, rank=rank, world_size=world_size, device=device,
+        batch_size=batch_size, num_workers=num_workers,
+    )  # fmt: skip
     was_training = model.training
     model.eval()
-    indices = list(range(rank, len(dataset), world_size))
-    subset = torch.utils.data.Subset(dataset, indices)
-    loader = torch.utils.data.DataLoader(
-        subset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator(),  # never touch the global RNG (exact resume of a training run)
-    )
+    try:
+        probs, labels, views = _predict(model, loader, device, amp, shuffle_frames, seed, progress)
+    finally:
+        model.train(was_training)
+    indices = loader.sampler.indices()
+    if world_size > 1:
+        from vidtok.engine.distributed import all_gather_objects
+
+        parts = all_gather_objects((indices, probs, labels))
+        order = torch.from_numpy(np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])))
+        probs, labels = torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+        indices = list(range(len(dataset)))
+    if class_names is None:
+        class_names = list(getattr(dataset, "class_names", None) or [])
+        if not class_names:
+            class_names = list((getattr(model, "pretrained_cfg", None) or {}).get("class_names", []))
+    return {**_metrics(probs, labels, class_names, indices), "num_views": int(views)}
+
+
+@torch.no_grad()
+def _predict(
+    model: nn.Module, loader, device: torch.device, amp: str, shuffle_frames: bool, seed: int, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """View-averaged class probabilities ``(N, K)``, labels ``(N,)`` and views per clip over ``loader``."""
+    from vidtok.data.clip_sampling import shuffle_time
+    from vidtok.engine.device import autocast
+
     gen = torch.Generator().manual_seed(seed + 12345)
     probs_all, labels_all, views = [], [], 1
     it = Progress(len(loader), "eval", "batch").iterate(loader) if progress else loader
     for batch in it:
         x = batch["video"]
-        y = torch.as_tensor(batch["label"])
         if shuffle_frames:
             x = shuffle_time(x, gen)
         x = x.to(device, non_blocking=True)
-        if x.ndim == 6:  # (B, V, C, T, H, W) multi-view
-            b, views = x.shape[:2]
-            x = x.flatten(0, 1)  # (B*V, C, T, H, W)
-        else:
-            b, views = x.shape[0], 1
-        with _autocast(device, amp):
-            logits = model(x)
-        p = F.softmax(logits.float(), dim=-1).view(b, views, -1).mean(1)  # (B, K): average over views
-        probs_all.append(p.cpu())
-        labels_all.append(y.cpu())
+        b, views = (x.shape[0], x.shape[1]) if x.ndim == 6 else (x.shape[0], 1)  # (B, V, C, T, H, W) multi-view
+        with autocast(device, amp):
+            logits = model(x.flatten(0, 1) if x.ndim == 6 else x)  # (B*V, K)
+        probs_all.append(F.softmax(logits.float(), dim=-1).view(b, views, -1).mean(1).cpu())  # (B, K): view mean
+        labels_all.append(torch.as_tensor(batch["label"]).cpu())
     probs = torch.cat(probs_all) if probs_all else torch.zeros(0, 0)
     labels = torch.cat(labels_all) if labels_all else torch.zeros(0, dtype=torch.long)
-    if world_size > 1:
-        parts = all_gather_objects((indices, probs, labels))
-        order = np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]))
-        probs = torch.cat([p[1] for p in parts])[torch.from_numpy(order)]
-        labels = torch.cat([p[2] for p in parts])[torch.from_numpy(order)]
-        indices = list(range(len(dataset)))
-    if was_training:
-        model.train()
+    return probs, labels, views
 
-    if class_names is None:
-        class_names = list(getattr(dataset, "class_names", None) or [])
-        if not class_names:
-            class_names = list((getattr(model, "pretrained_cfg", None) or {}).get("class_names", []))
+
+def _metrics(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str], indices: list[int]) -> dict[str, Any]:
+    """Top-1 / top-5, NLL, the confusion matrix and per-class accuracy of probabilities ``(N, K)``."""
     n, k = probs.shape if probs.numel() else (0, len(class_names))
-    if not class_names:
-        class_names = [str(i) for i in range(k)]
-    top5_k = min(5, k) if k else 1
+    class_names = list(class_names) or [str(i) for i in range(k)]
     if n:
-        top = probs.topk(top5_k, dim=-1).indices  # (N, 5)
+        top = probs.topk(min(5, k), dim=-1).indices  # (N, 5)
         pred = top[:, 0]
         correct1 = (pred == labels).sum().item()
         correct5 = (top == labels[:, None]).any(dim=-1).sum().item()
@@ -132,24 +135,21 @@ def evaluate(
     kc = max(k, len(class_names))
     confusion = np.zeros((kc, kc), dtype=np.int64)
     np.add.at(confusion, (labels.numpy(), pred.numpy()), 1)
-    per_class = []
-    for c in range(kc):
-        support = int(confusion[c].sum())
-        per_class.append(
-            {
-                "class": c,
-                "name": class_names[c] if c < len(class_names) else str(c),
-                "support": support,
-                "correct": int(confusion[c, c]),
-                "accuracy": 100.0 * confusion[c, c] / support if support else float("nan"),
-            }
-        )
+    per_class = [
+        {
+            "class": c,
+            "name": class_names[c] if c < len(class_names) else str(c),
+            "support": int(confusion[c].sum()),
+            "correct": int(confusion[c, c]),
+            "accuracy": 100.0 * confusion[c, c] / confusion[c].sum() if confusion[c].sum() else float("nan"),
+        }
+        for c in range(kc)
+    ]
     return {
         "top1": 100.0 * correct1 / max(n, 1),
         "top5": 100.0 * correct5 / max(n, 1),
         "loss": nll,
         "num_samples": int(n),
-        "num_views": int(views),
         "per_class": per_class,
         "confusion": confusion,
         "class_names": class_names,
@@ -181,51 +181,6 @@ def format_report(res: dict[str, Any], *, max_classes: int = 50) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: str | os.PathLike) -> Path:
-    """Row-normalised confusion matrix as a PNG (uses ``vidtok.viz.plot_confusion_matrix`` when it exists)."""
-    try:
-        from vidtok.viz import plot_confusion_matrix as viz_plot  # the viz area's version, if it provides one
-    except Exception:
-        viz_plot = None
-    if viz_plot is not None:
-        out = viz_plot(confusion, class_names, path)
-        return Path(out) if out is not None else Path(path)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        from vidtok.errors import VidtokError
-
-        raise VidtokError("the confusion-matrix PNG needs matplotlib: pip install 'vidtok[viz]'") from e
-    cm = np.asarray(confusion, dtype=np.float64)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    k = cm.shape[0]
-    size = min(4 + 0.35 * k, 40)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    if k <= 60:
-        ax.set_xticks(range(k), labels=class_names[:k], rotation=90, fontsize=8)
-        ax.set_yticks(range(k), labels=class_names[:k], fontsize=8)
-        if k <= 20:
-            for i in range(k):
-                for j in range(k):
-                    if cm[i, j]:
-                        color = "white" if norm[i, j] > 0.5 else "black"
-                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", color=color, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def write_report(res: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``metrics.json``, ``per_class.csv``, ``predictions.csv`` and ``confusion_matrix.png`` to ``out_dir``."""
     out = Path(out_dir)
@@ -242,6 +197,8 @@ def write_report(res: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, P
         f.write("index,label,pred\n")
         for p in res["predictions"]:
             f.write(f"{p['index']},{p['label']},{p['pred']}\n")
+    from vidtok.viz import plot_confusion_matrix
+
     png = plot_confusion_matrix(res["confusion"], res["class_names"], out / "confusion_matrix.png")
     return {"metrics": out / "metrics.json", "per_class": out / "per_class.csv", "confusion": png}
 
@@ -279,7 +236,7 @@ def evaluate_checkpoint(
     write the report (``out_dir`` default: ``<checkpoint folder>/eval``). Used by ``vidtok eval``."""
     from vidtok.config import Config, apply_overrides, config_from_dict, load_config, validate_config
     from vidtok.data import build_dataset
-    from vidtok.engine.distributed import resolve_device
+    from vidtok.engine.device import resolve_device
     from vidtok.errors import ConfigError
     from vidtok.models import load_model
     from vidtok.models.hub import resolve_checkpoint_path

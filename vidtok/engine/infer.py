@@ -124,7 +124,7 @@ def load_for_inference(checkpoint: str | os.PathLike | nn.Module) -> tuple[nn.Mo
 
 
 def _resolve_device(device: str) -> torch.device:
-    from vidtok.engine.distributed import resolve_device
+    from vidtok.engine.device import resolve_device
 
     return resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), key="--device")
 

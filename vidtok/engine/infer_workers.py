@@ -72,7 +72,7 @@ class ViewSpec:
 
 
 def _clips_for(spec: ViewSpec, n: int, fps: float):
-    from vidtok.data.samplers import sliding_clips, uniform_clips
+    from vidtok.data.clip_sampling import sliding_clips, uniform_clips
 
     if spec.mode == "uniform":
         return uniform_clips(n, fps, clip_len=spec.num_frames, frame_stride=spec.frame_stride, num_clips=spec.clips)
@@ -292,7 +292,7 @@ class DecodePool:
         self.close()
 
     def start(self) -> None:
-        import vidtok.data.samplers  # noqa: F401
+        import vidtok.data.clip_sampling  # noqa: F401
         import vidtok.io.backends.common  # noqa: F401
         from vidtok.io import resolve_backend
 

@@ -1,16 +1,21 @@
 """The training loop: ``train(cfg, out_dir)`` runs a whole run and can resume it exactly.
 
-Dataflow per optimizer step (nanoGPT / MAE ``train_one_epoch`` style)::
+One run, top to bottom (``train`` is the orchestration; each line is one function or object below)::
 
-    lr = cosine_lr(step)                                   warmup + cosine, per optimizer step
-    for micro in range(accum_steps):                       gradient accumulation (DDP syncs on the last only)
-        batch = next(loader)                               ResumableSampler -> SeededDataset -> workers
-        x, y = mix(batch)                                  optional Mixup / CutMix (explicit generator)
-        with autocast(bf16 | fp16): loss = CE(model(x), y) label smoothing / soft targets
-        backward(loss / accum_steps)                       GradScaler for fp16
-    guard: loss finite on every rank, else stop (last good checkpoint kept)
-    clip_grad_norm_, optimizer.step, EMA update
-    log (metrics.jsonl, TensorBoard, progress bar), checkpoint every N steps / at epoch end, keep last K
+    run folder (check / clear / stale temps) ─► resume: newest good checkpoint (weights + state)
+    datasets (cfg.data) ─► model (create_model, --init, grad checkpointing)
+    RunState: model, optimizer, GradScaler, EMA, mixing / frame-shuffle generators, step / epoch / position
+    build_loader: EpochSampler (resumable) ─► SeededDataset ─► workers ─► collate      (vidtok.data.loader)
+    _Loop.run: per epoch, per optimizer step:
+        lr = cosine_lr(step)                                 warmup + cosine, per optimizer step
+        TrainStep.forward_backward: for each of accum_steps micro-batches (DDP syncs on the last only):
+            x, y = shuffle_time / Mixup / CutMix (explicit generators)
+            with autocast: loss = CE(model(x), y) + model's token-reducer loss (DynamicViT ratio, mixed-scale shape)
+            backward(loss / accum_steps)                     GradScaler for fp16
+        guard: loss finite on every rank, else stop (last good checkpoint kept)
+        TrainStep.apply: clip_grad_norm_, optimizer.step, EMA update
+        log (metrics.jsonl, TensorBoard, progress), checkpoint every N steps / at epoch end (keep last K), evaluate
+    model.safetensors (EMA weights when EMA is on)
 
 Exact resume: the data order is a seeded permutation per epoch whose position is saved; augmentation randomness is
 seeded per sample from (seed, epoch, index); the DataLoader gets its own generator so it never draws from the
@@ -26,7 +31,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +42,24 @@ from torch import nn
 
 from vidtok.config import Config, check_config_paths, config_to_dict, dump_config, validate_config
 from vidtok.engine import checkpoint as ckpt
-from vidtok.engine.distributed import (
-    DistInfo,
-    ResumableSampler,
-    SeededDataset,
-    all_reduce_sum,
-    barrier,
-    init_distributed,
-)
+from vidtok.engine.device import autocast
+from vidtok.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
 from vidtok.engine.optim import build_optimizer, cosine_lr, set_lr
 from vidtok.engine.run_dir import check_run_dir, clear_run, remove_stale_tmp
 from vidtok.errors import CheckpointError, ConfigError, VidtokError
 from vidtok.logs import Progress, get_logger
 
-__all__ = ["train", "NonFiniteLossError", "ModelEma", "shuffle_time", "soft_cross_entropy"]
+__all__ = [
+    "train",
+    "NonFiniteLossError",
+    "ModelEma",
+    "RunState",
+    "TrainStep",
+    "soft_cross_entropy",
+    "reducer_aux_loss",
+    "build_model_from_config",
+    "init_from_checkpoint",
+]
 
 
 class NonFiniteLossError(VidtokError):
@@ -94,35 +104,22 @@ class ModelEma:
         self.module.load_state_dict(state["weights"])
 
 
-def shuffle_time(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Randomly permute the frames of every clip (control experiment: destroys motion, keeps appearance).
-
-    Args:
-        x: ``(B, C, T, H, W)`` or multi-view ``(B, V, C, T, H, W)``.
-        generator: CPU generator deciding the permutations.
-    """
-    t_dim = x.ndim - 3
-    lead = x.shape[: t_dim - 1]  # (B,) or (B, V)
-    t = x.shape[t_dim]
-    perm = torch.argsort(torch.rand(*lead, t, generator=generator), dim=-1).to(x.device)  # (*lead, T)
-    idx = perm.view(*lead, 1, t, 1, 1).expand_as(x)  # (*lead, C, T, H, W)
-    return torch.gather(x, t_dim, idx)
-
-
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with soft targets ``(B, K)`` (Mixup / CutMix), in float32."""
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def _worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)  # workers run in parallel already; intra-op threads would oversubscribe the cores
+def reducer_aux_loss(model: nn.Module) -> torch.Tensor | None:
+    """The training loss of the model's token reducer after a training forward (DynamicViT's keep-ratio loss,
+    mixed-scale's batch shaping; zero for reducers without one), or None for a model without a reducer loss.
 
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    ``model`` is the bare module (not the DDP / compiled wrapper: the reducer keeps its loss on itself during the
+    wrapped forward). A model-level ``aux_loss()`` is used when the model has one, else ``model.reducer.aux_loss()``.
+    """
+    fn = getattr(model, "aux_loss", None)
+    if not callable(fn):
+        fn = getattr(getattr(model, "reducer", None), "aux_loss", None)
+    return fn() if callable(fn) else None
 
 
 class _Metrics:
@@ -327,28 +324,380 @@ def _pretrained_cfg(cfg: Config, class_names: list[str]) -> dict:
     }
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return (
-        model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
-    )
-
-
 def _save_final(model: nn.Module, path: Path, pretrained_cfg: dict, config: dict) -> Path:
+    """``model.safetensors``: :func:`vidtok.models.hub.save_model` for registry models, plain weights otherwise."""
+    from vidtok.files import save_safetensors
+
     if getattr(model, "model_name", None):
         from vidtok.models.hub import save_model
 
-        tmp = path.with_name(path.name + ".part.safetensors")
-        save_model(model, tmp, pretrained_cfg=pretrained_cfg, config=config)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        return save_model(model, path, pretrained_cfg=pretrained_cfg, config=config)
     meta = ckpt.weights_metadata(model, pretrained_cfg=pretrained_cfg, config=config)
-    return ckpt.save_weights(path, model.state_dict(), meta)
+    return save_safetensors(path, model.state_dict(), meta)
+
+
+def _prepare_model(cfg: Config, model: nn.Module | None, device: torch.device, resuming: bool, log) -> nn.Module:
+    """Build (same init on every rank; DDP also broadcasts rank 0's weights), move, grad checkpointing, ``--init``."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    if model is None:
+        model = build_model_from_config(cfg)
+    model.to(device)
+    if tc.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ConfigError(
+                f"train.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()",
+                key="train.grad_checkpointing",
+            )
+        model.set_grad_checkpointing(True)
+    if tc.init and not resuming:
+        init_from_checkpoint(model, tc.init, reinit_head=tc.reinit_head, log=log)
+    elif tc.reinit_head and not resuming and hasattr(model, "reset_classifier"):
+        model.reset_classifier(cfg.model.num_classes)
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The run
+# The run: schedule, state, one optimizer step, the loop
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step counts of a run (optimizer steps; one step = ``accum_steps`` batches of ``batch_size // repeats`` items)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    warmup: int
+    items_per_step: int  # dataset items one rank reads per optimizer step (the sampler position advances by this)
+
+    @classmethod
+    def plan(cls, cfg: Config, per_rank: int, repeats: int, world: int, num_items: int) -> Schedule:
+        tc, d = cfg.train, cfg.data
+        items_per_batch = d.batch_size // repeats
+        steps_per_epoch = per_rank // max(1, items_per_batch) // tc.accum_steps
+        if steps_per_epoch < 1:
+            raise ConfigError(
+                f"data.batch_size={d.batch_size} x train.accum_steps={tc.accum_steps} x {world} process(es) is "
+                f"larger than the training set ({num_items} clips)",
+                key="data.batch_size",
+            )
+        total = tc.epochs * steps_per_epoch
+        if tc.max_steps > 0:
+            total = min(total, tc.max_steps) if tc.epochs > 0 else tc.max_steps
+        warmup = tc.warmup_steps if tc.warmup_steps > 0 else int(round(tc.warmup_epochs * steps_per_epoch))
+        warmup = min(warmup, max(0, total - 1))
+        epochs = math.ceil(total / steps_per_epoch)
+        return cls(steps_per_epoch, total, epochs, warmup, tc.accum_steps * items_per_batch)
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint restores: the model and its optimizer / scaler / EMA, the mixing and frame-shuffle
+    generators, and where the run is (``step``; ``epoch`` and ``step_in_epoch`` fix the data position)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler for fp16, else None
+    ema: ModelEma | None
+    mix_gen: torch.Generator
+    shuffle_gen: torch.Generator
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+
+    @classmethod
+    def create(cls, cfg: Config, model: nn.Module) -> RunState:
+        tc = cfg.train
+        optimizer = build_optimizer(
+            model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas), layer_decay=tc.layer_decay
+        )
+        return cls(
+            model=model,
+            optimizer=optimizer,
+            scaler=torch.amp.GradScaler("cuda") if tc.amp == "fp16" else None,
+            ema=ModelEma(model, decay=tc.ema_decay) if tc.ema_decay > 0 else None,
+            mix_gen=torch.Generator().manual_seed(tc.seed + 1),
+            shuffle_gen=torch.Generator().manual_seed(tc.seed + 2),
+        )
+
+    @property
+    def final_model(self) -> nn.Module:
+        """What is evaluated and saved as ``model.safetensors``: the EMA weights when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def load(self, tensors: dict, state: dict, rank: int) -> None:
+        """Restore from a checkpoint's weights and state file (this rank's RNG states)."""
+        self.model.load_state_dict(tensors)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.mix_gen.set_state(state["mix_generator"])
+        self.shuffle_gen.set_state(state["shuffle_generator"])
+        self.step, self.epoch, self.step_in_epoch = int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"])
+        ckpt.restore_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+
+    def state_dict(self, epoch: int, step_in_epoch: int) -> dict:
+        """The checkpoint's training state (the RNG states and run facts are added by the caller)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "mix_generator": self.mix_gen.get_state(),
+            "shuffle_generator": self.shuffle_gen.get_state(),
+        }
+
+
+class TrainStep:
+    """One optimizer step in two halves, so the caller can stop on a non-finite loss before the weights change:
+    :meth:`forward_backward` (``accum_steps`` micro-batches: frame shuffle, mixing, autocast forward, task loss +
+    the reducer's loss, scaled backward; returns the loss averaged over micro-batches and ranks) and :meth:`apply`
+    (unscale, clip, optimizer step, EMA)."""
+
+    def __init__(
+        self, cfg: Config, run: RunState, forward: nn.Module, device: torch.device, distributed: bool, num_classes: int
+    ):
+        self.tc, self.run, self.forward, self.device, self.distributed = cfg.train, run, forward, device, distributed
+        self.mixer = None
+        if self.tc.mixup_alpha > 0 or self.tc.cutmix_alpha > 0:
+            from vidtok.data.transforms import MixupCutmix
+
+            self.mixer = MixupCutmix(
+                num_classes=num_classes,
+                mixup_alpha=self.tc.mixup_alpha,
+                cutmix_alpha=self.tc.cutmix_alpha,
+                label_smoothing=self.tc.label_smoothing,
+            )
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Task loss + the token reducer's training loss of one micro-batch (forward only)."""
+        from vidtok.data.clip_sampling import shuffle_time
+
+        tc, run = self.tc, self.run
+        x = batch["video"].to(self.device, non_blocking=True)
+        y = torch.as_tensor(batch["label"]).to(self.device, non_blocking=True)
+        if tc.shuffle_frames:
+            x = shuffle_time(x, run.shuffle_gen)
+        if self.mixer is not None:
+            x, target = self.mixer(x, y, run.mix_gen)
+        with autocast(self.device, tc.amp):
+            logits = self.forward(x)
+        if self.mixer is not None:
+            loss = soft_cross_entropy(logits, target)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
+        aux = reducer_aux_loss(run.model)
+        return loss if aux is None else loss + aux.float()
+
+    def forward_backward(self, batches: Iterator[dict]) -> float:
+        tc, scaler = self.tc, self.run.scaler
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(tc.accum_steps):
+            sync = micro == tc.accum_steps - 1 or not self.distributed
+            with contextlib.nullcontext() if sync else self.forward.no_sync():
+                loss = self.loss(next(batches))
+                scaled = loss / tc.accum_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            loss_sum += loss.detach()
+        stats = all_reduce_sum(torch.stack([loss_sum.float(), torch.ones((), device=self.device)]))
+        return float(stats[0] / (stats[1] * tc.accum_steps))
+
+    def apply(self) -> float | None:
+        """Optimizer step on the accumulated gradients; returns the gradient norm when clipping."""
+        run, tc = self.run, self.tc
+        if run.scaler is not None:
+            run.scaler.unscale_(run.optimizer)
+        grad_norm = None
+        if tc.clip_grad > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.clip_grad))
+        if run.scaler is not None:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.ema is not None:
+            run.ema.update(run.model)
+        run.step += 1
+        run.step_in_epoch += 1
+        return grad_norm
+
+
+class _Checkpointer:
+    """Writes the run's checkpoints (rank 0; every rank contributes its RNG states) and remembers the last good one."""
+
+    def __init__(self, cfg: Config, run_dir: Path, dist_info: DistInfo, class_names: list[str], sched: Schedule):
+        self.cfg, self.run_dir, self.dist_info, self.sched = cfg, run_dir, dist_info, sched
+        self.class_names = list(class_names)
+        self.cfg_dict = config_to_dict(cfg)
+        self.pretrained_cfg = _pretrained_cfg(cfg, class_names)
+        found = ckpt.list_checkpoints(run_dir) if dist_info.is_main else []
+        self.last_good: Path | None = found[-1] if found else None
+
+    def save(self, run: RunState) -> Path | None:
+        epoch, step_in_epoch = run.epoch, run.step_in_epoch
+        if step_in_epoch >= self.sched.steps_per_epoch:
+            epoch, step_in_epoch = epoch + 1, 0
+        rngs = [ckpt.capture_rng_state()]
+        if self.dist_info.distributed:
+            rngs = all_gather_objects(rngs[0])
+        if not self.dist_info.is_main:
+            return None
+        tc, d, world = self.cfg.train, self.cfg.data, self.dist_info.world_size
+        state = {
+            **run.state_dict(epoch, step_in_epoch),
+            "samples_seen": run.step * d.batch_size * tc.accum_steps * world,
+            "data_order": {"seed": tc.seed, "epoch": epoch, "position": step_in_epoch * self.sched.items_per_step},
+            "rng": rngs,
+            "world_size": world,
+            "config": json.dumps(self.cfg_dict),
+            "class_names": self.class_names,
+        }
+        # checkpoints hold the raw weights; the EMA weights travel in the state file
+        meta = ckpt.weights_metadata(run.model, pretrained_cfg=self.pretrained_cfg, config=self.cfg_dict)
+        self.last_good = ckpt.save_checkpoint(
+            self.run_dir, step=run.step, model_state=run.model.state_dict(), weights_meta=meta, state=state,
+            keep_last=tc.keep_last,
+        )  # fmt: skip
+        return self.last_good
+
+    def save_final(self, run: RunState) -> Path:
+        return _save_final(run.final_model, self.run_dir / "model.safetensors", self.pretrained_cfg, self.cfg_dict)
+
+
+class _Loop:
+    """Epochs of optimizer steps with logging, checkpoints and evaluation; :meth:`run` returns True when stopped
+    early by ``stop_after``."""
+
+    def __init__(
+        self, cfg, run, step_fn, loader, sched, saver, metrics, *, val_dataset, dist_info, stop_after, progress, log
+    ):
+        self.cfg, self.tc, self.run, self.step_fn, self.loader = cfg, cfg.train, run, step_fn, loader
+        self.sched, self.saver, self.metrics, self.val_dataset = sched, saver, metrics, val_dataset
+        self.dist_info, self.stop_after, self.log = dist_info, stop_after, log
+        self.clips_per_step = cfg.data.batch_size * cfg.train.accum_steps * dist_info.world_size
+        self.loss_ema: float | None = None
+        self.last_val: dict | None = None
+        self.total_clips, self.total_time = 0, 0.0
+        self.t_window, self.n_window = time.time(), 0
+        self.epoch_loss_sum, self.epoch_loss_n = torch.zeros((), dtype=torch.float64), 0
+        self.lr = 0.0
+        # a bar on a terminal; with --no-progress or into a log file, a progress line every LOG_INTERVAL_S seconds
+        main = dist_info.is_main
+        self.bar = Progress(sched.total_steps, "train", "step", bar=progress, initial=run.step) if main else None
+
+    def run_all(self) -> bool:
+        try:
+            while self.run.step < self.sched.total_steps:
+                if self._epoch():
+                    return True
+            return False
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            self.metrics.close()
+
+    def _epoch(self) -> bool:
+        run, sched, tc = self.run, self.sched, self.tc
+        run.model.train()
+        self.loader.sampler.set_epoch(run.epoch, start=run.step_in_epoch * sched.items_per_step)
+        batches = iter(self.loader)
+        if run.step_in_epoch == 0:
+            self.epoch_loss_sum.zero_()
+            self.epoch_loss_n = 0
+        while run.step_in_epoch < sched.steps_per_epoch and run.step < sched.total_steps:
+            t0 = time.time()
+            self.lr = cosine_lr(
+                run.step, base_lr=tc.lr, min_lr=tc.min_lr, warmup_steps=sched.warmup, total_steps=sched.total_steps
+            )
+            set_lr(run.optimizer, self.lr)
+            mean_loss = self.step_fn.forward_backward(batches)
+            self._guard(mean_loss)
+            grad_norm = self.step_fn.apply()
+            self._after_step(mean_loss, grad_norm, time.time() - t0)
+            if tc.ckpt_every > 0 and run.step % tc.ckpt_every == 0 and run.step < sched.total_steps:
+                self.saver.save(run)
+            if self.stop_after is not None and self.stop_after <= run.step < sched.total_steps:
+                self.saver.save(run)
+                return True
+        self._end_epoch()
+        return False
+
+    def _guard(self, mean_loss: float) -> None:
+        """All ranks see the same reduced loss, so they stop together."""
+        if math.isfinite(mean_loss):
+            return
+        run, last = self.run, self.saver.last_good
+        where = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+        self.metrics.log({"kind": "error", "step": run.step + 1, "epoch": run.epoch, "error": f"loss={mean_loss}"})
+        raise NonFiniteLossError(
+            f"loss is {mean_loss} at step {run.step + 1} (epoch {run.epoch}, lr {self.lr:.3g}); run stopped, {where}. "
+            "Try a lower train.lr, a longer warmup, train.clip_grad > 0 or train.amp=none"
+        )
+
+    def _after_step(self, mean_loss: float, grad_norm: float | None, dt: float) -> None:
+        run, n = self.run, self.clips_per_step
+        self.epoch_loss_sum += mean_loss
+        self.epoch_loss_n += 1
+        self.total_clips += n
+        self.total_time += dt
+        self.n_window += n
+        self.loss_ema = mean_loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * mean_loss
+        if self.bar is not None:
+            self.bar.update(1, postfix=f"loss {self.loss_ema:.3f}, lr {self.lr:.2e}, {n / max(dt, 1e-9):.1f} clips/s")
+        if run.step % max(1, self.tc.log_every) == 0 or run.step == self.sched.total_steps:
+            now = time.time()
+            row = {"kind": "step", "step": run.step, "epoch": run.epoch, "loss": mean_loss, "lr": self.lr}
+            row["clips_per_sec"] = self.n_window / max(now - self.t_window, 1e-9)
+            if grad_norm is not None:
+                row["grad_norm"] = grad_norm
+            self.metrics.log(row)
+            self.t_window, self.n_window = now, 0
+
+    def _end_epoch(self) -> None:
+        run, tc = self.run, self.tc
+        ep_loss = float(self.epoch_loss_sum) / max(1, self.epoch_loss_n)
+        row = {"kind": "epoch", "step": run.step, "epoch": run.epoch, "loss": ep_loss, "lr": self.lr}
+        finished = run.step >= self.sched.total_steps
+        if self.val_dataset is not None and (finished or (tc.eval_every > 0 and (run.epoch + 1) % tc.eval_every == 0)):
+            self.last_val = run_eval(self.cfg, run.final_model, self.val_dataset, self.dist_info)
+            self.metrics.confusion(self.last_val.pop("confusion", None), run.step)
+            row.update({f"val_{k}": v for k, v in self.last_val.items() if isinstance(v, (int, float))})
+            v = self.last_val
+            self.log(f"epoch {run.epoch}: loss {ep_loss:.4f}  val top1 {v['top1']:.2f}  top5 {v['top5']:.2f}")
+            run.model.train()
+        self.metrics.log(row)
+        if run.step_in_epoch >= self.sched.steps_per_epoch:
+            run.epoch += 1
+            run.step_in_epoch = 0
+        if tc.ckpt_every == 0 or finished:
+            self.saver.save(run)
+
+
+def _open_run_dir(out_dir, *, resume: bool, overwrite: bool, main: bool, log) -> tuple[Path, tuple | None]:
+    """Clear (``overwrite``) / create the run folder, remove stale temporaries, and read the checkpoint to resume."""
+    run_dir = Path(out_dir)
+    barrier()
+    if main:
+        if overwrite:
+            clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_tmp(run_dir):
+            log(f"removed {p.name} (left by an interrupted checkpoint write)")
+    if not resume:
+        return run_dir, None
+    path, tensors, _meta, state = ckpt.load_latest(run_dir, warn=log)
+    log(f"resume: {path.name} (step {state['step']}, epoch {state['epoch']})")
+    return run_dir, (path, tensors, state)
+
+
+def _rank0_logger(main: bool) -> Callable[[str], None]:
+    logger = get_logger("train")
+    return (lambda msg: logger.info(msg)) if main else (lambda msg: None)
 
 
 def train(
@@ -395,347 +744,86 @@ def train(
     check_run_dir(out_dir, resume=resume, overwrite=overwrite)  # every rank looks before rank 0 writes (below)
     if train_dataset is None:
         check_config_paths(cfg)
-    dist_info: DistInfo = init_distributed(tc.device)
-    device = dist_info.device
+    dist_info = init_distributed(tc.device)
+    device, main = dist_info.device, dist_info.is_main
     if tc.amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp: fp16 needs CUDA (use bf16 on CPU)", key="train.amp")
-    main = dist_info.is_main
-    run_dir = Path(out_dir)
-    if log is None:
-        _logger = get_logger("train")
-
-        def log(msg: str) -> None:
-            if main:
-                _logger.info(msg)
-
-    barrier()
-    if main:
-        if overwrite:
-            clear_run(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for p in remove_stale_tmp(run_dir):
-            log(f"removed {p.name} (left by an interrupted checkpoint write)")
-
-    # ---- state from a previous run (read first: it carries the config the run was started with) ----
-    resumed = None
-    if resume:
-        path, tensors, _meta, state = ckpt.load_latest(run_dir, warn=log)
-        resumed = (path, tensors, state)
-        log(f"resume: {path.name} (step {state['step']}, epoch {state['epoch']})")
-
-    # ---- data ----
+    log = log or _rank0_logger(main)
+    # the state of a previous run is read first: it carries the config the run was started with
+    run_dir, resumed = _open_run_dir(out_dir, resume=resume, overwrite=overwrite, main=main, log=log)
     train_dataset, val_dataset = _build_datasets(cfg, train_dataset, val_dataset, run_dir)
     class_names = list(getattr(train_dataset, "class_names", []) or [])
     if resumed is not None and resumed[2].get("class_names") and not class_names:
         class_names = list(resumed[2]["class_names"])
     _sync_model_config(cfg, class_names)
-
-    # ---- model (same init on every rank; DDP also broadcasts rank 0's weights) ----
-    torch.manual_seed(tc.seed)
-    if model is None:
-        model = build_model_from_config(cfg)
-    model.to(device)
-    if tc.grad_checkpointing:
-        if not hasattr(model, "set_grad_checkpointing"):
-            raise ConfigError(
-                f"train.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()",
-                key="train.grad_checkpointing",
-            )
-        model.set_grad_checkpointing(True)
-    init_path = tc.init
-    if init_path and resumed is None:
-        init_from_checkpoint(model, init_path, reinit_head=tc.reinit_head, log=log)
-    elif tc.reinit_head and resumed is None and hasattr(model, "reset_classifier"):
-        model.reset_classifier(cfg.model.num_classes)
-
-    optimizer = build_optimizer(
-        model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas), layer_decay=tc.layer_decay
+    model = _prepare_model(cfg, model, device, resumed is not None, log)
+    num_classes = cfg.model.num_classes if class_names else int(getattr(model, "num_classes", cfg.model.num_classes))
+    run = RunState.create(cfg, model)
+    loader, sched = _train_loader(cfg, train_dataset, dist_info)
+    if resumed is not None:
+        _check_resume_compatible(resumed[0], resumed[2], cfg, model, resumed[1])
+        run.load(resumed[1], resumed[2], dist_info.rank)
+    if main:
+        dump_config(cfg, run_dir / "config.yaml")
+    metrics = _Metrics(run_dir, main, truncate_after_step=run.step if resumed else None, log_to=tuple(tc.log_to))
+    saver = _Checkpointer(cfg, run_dir, dist_info, class_names, sched)
+    step_fn = TrainStep(cfg, run, _wrap(model, dist_info, tc.compile), device, dist_info.distributed, num_classes)
+    log(
+        f"train: {len(train_dataset)} clips, {num_classes} classes, {dist_info.world_size} process(es) on "
+        f"{device}, {sched.steps_per_epoch} steps/epoch x {sched.epochs} epochs = {sched.total_steps} steps (warmup "
+        f"{sched.warmup}), batch {cfg.data.batch_size}x{tc.accum_steps}x{dist_info.world_size}"
     )
-    scaler = torch.amp.GradScaler("cuda") if tc.amp == "fp16" else None
-    ema = ModelEma(model, decay=tc.ema_decay) if tc.ema_decay > 0 else None
-    mix_gen = torch.Generator().manual_seed(tc.seed + 1)
-    shuffle_gen = torch.Generator().manual_seed(tc.seed + 2)
+    loop = _Loop(
+        cfg, run, step_fn, loader, sched, saver, metrics,
+        val_dataset=val_dataset, dist_info=dist_info, stop_after=stop_after, progress=progress, log=log,
+    )  # fmt: skip
+    stopped_early = loop.run_all()
+    model_path = saver.save_final(run) if main and not stopped_early else None
+    if model_path is not None:
+        log(f"saved {model_path}")
+    barrier()
+    return {
+        "run_dir": str(run_dir),
+        "step": run.step,
+        "epoch": run.epoch,
+        "train_loss": loop.loss_ema,
+        "val": loop.last_val,
+        "model_path": str(model_path) if model_path else None,
+        "seconds": time.time() - t_start,
+        "clips_per_sec": loop.total_clips / max(loop.total_time, 1e-9),
+        "stopped_early": stopped_early,
+    }
 
-    # ---- data loading: resumable order, per-sample seeds ----
-    world, rank = dist_info.world_size, dist_info.rank
+
+def _train_loader(cfg: Config, train_dataset, dist_info: DistInfo):
+    """The training DataLoader (:func:`vidtok.data.loader.build_loader`) and the run's :class:`Schedule`."""
+    from vidtok.data.loader import build_loader
+
     d = cfg.data
-    sampler = ResumableSampler(len(train_dataset), shuffle=True, seed=tc.seed, rank=rank, world_size=world)
-    batches_per_epoch = sampler.per_rank // max(1, d.batch_size // int(getattr(train_dataset, "repeated_aug", 1) or 1))
-    steps_per_epoch = batches_per_epoch // tc.accum_steps
-    if steps_per_epoch < 1:
-        raise ConfigError(
-            f"data.batch_size={d.batch_size} x train.accum_steps={tc.accum_steps} x {world} process(es) is larger "
-            f"than the training set ({len(train_dataset)} clips)",
-            key="data.batch_size",
-        )
-    total_steps = tc.epochs * steps_per_epoch
-    if tc.max_steps > 0:
-        total_steps = min(total_steps, tc.max_steps) if tc.epochs > 0 else tc.max_steps
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = tc.warmup_steps if tc.warmup_steps > 0 else int(round(tc.warmup_epochs * steps_per_epoch))
-    warmup = min(warmup, max(0, total_steps - 1))
-
-    from vidtok.data.loader import collate_clips
-
-    workers = d.num_workers
     repeats = int(getattr(train_dataset, "repeated_aug", 1) or 1)  # clips per decoded video
     if d.batch_size % repeats:
         raise ConfigError(
             f"data.batch_size={d.batch_size} must be a multiple of data.repeated_aug={repeats}", key="data.batch_size"
         )
-    loader_kwargs: dict[str, Any] = {}
-    if workers > 0:
-        loader_kwargs["persistent_workers"] = d.persistent_workers
-        loader_kwargs["prefetch_factor"] = d.prefetch_factor
-        loader_kwargs["worker_init_fn"] = _worker_init
-    loader = torch.utils.data.DataLoader(
-        SeededDataset(train_dataset, seed=tc.seed),
-        batch_size=d.batch_size // repeats,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_clips,
-        pin_memory=d.pin_memory and device.type == "cuda",
-        drop_last=True,
-        generator=torch.Generator(),  # worker base seeds come from here, never from the global RNG
-        **loader_kwargs,
-    )
+    loader = build_loader(
+        train_dataset, d, train=True, seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+        device=dist_info.device,
+    )  # fmt: skip
+    sched = Schedule.plan(cfg, loader.sampler.per_rank, repeats, dist_info.world_size, len(train_dataset))
+    return loader, sched
 
-    # ---- restore ----
-    step, epoch, step_in_epoch = 0, 0, 0
-    if resumed is not None:
-        _, tensors, state = resumed
-        _check_resume_compatible(resumed[0], state, cfg, model, tensors)
-        model.load_state_dict(tensors)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        mix_gen.set_state(state["mix_generator"])
-        shuffle_gen.set_state(state["shuffle_generator"])
-        step, epoch, step_in_epoch = int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"])
-        ckpt.restore_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
 
-    cfg_dict = config_to_dict(cfg)
-    pretrained_cfg = _pretrained_cfg(cfg, class_names)
-    if main:
-        dump_config(cfg, run_dir / "config.yaml")
-    metrics = _Metrics(
-        run_dir, main, truncate_after_step=step if resumed is not None else None, log_to=tuple(tc.log_to)
-    )
-
-    ddp_model = model
-    reducer = getattr(model, "reducer", None)  # token reducers with a training loss of their own
+def _wrap(model: nn.Module, dist_info: DistInfo, compile_: bool) -> nn.Module:
+    """What the train step calls: DDP over processes, then ``torch.compile``; the weights stay shared with ``model``
+    (checkpoints, EMA and evaluation use ``model`` itself)."""
     if dist_info.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if tc.compile:
-        ddp_model = torch.compile(ddp_model)  # the weights stay shared with `model` (checkpoints, EMA, eval)
-    num_classes = cfg.model.num_classes
-    if not class_names:
-        num_classes = int(getattr(model, "num_classes", num_classes))
-    mixer = None
-    if tc.mixup_alpha > 0 or tc.cutmix_alpha > 0:
-        from vidtok.data.transforms import MixupCutmix
-
-        mixer = MixupCutmix(
-            num_classes=num_classes,
-            mixup_alpha=tc.mixup_alpha,
-            cutmix_alpha=tc.cutmix_alpha,
-            label_smoothing=tc.label_smoothing,
-        )
-    mixing = mixer is not None
-    last_good = ckpt.list_checkpoints(run_dir)[-1] if main and ckpt.list_checkpoints(run_dir) else None
-
-    def save(at_epoch: int, at_step_in_epoch: int) -> Path | None:
-        nonlocal last_good
-        if at_step_in_epoch >= steps_per_epoch:
-            at_epoch, at_step_in_epoch = at_epoch + 1, 0
-        rngs = [ckpt.capture_rng_state()]
-        if dist_info.distributed:
-            from vidtok.engine.distributed import all_gather_objects
-
-            rngs = all_gather_objects(rngs[0])
-        if not main:
-            return None
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "ema": ema.state_dict() if ema is not None else None,
-            "epoch": at_epoch,
-            "step_in_epoch": at_step_in_epoch,
-            "samples_seen": step * d.batch_size * tc.accum_steps * world,
-            "data_order": {
-                "seed": tc.seed,
-                "epoch": at_epoch,
-                "position": at_step_in_epoch * tc.accum_steps * (d.batch_size // repeats),
-            },
-            "mix_generator": mix_gen.get_state(),
-            "shuffle_generator": shuffle_gen.get_state(),
-            "rng": rngs,
-            "world_size": world,
-            "config": json.dumps(cfg_dict),
-            "class_names": list(class_names),
-        }
-        # checkpoints hold the raw weights; the EMA weights travel in the state file
-        meta = ckpt.weights_metadata(model, pretrained_cfg=pretrained_cfg, config=cfg_dict)
-        path = ckpt.save_checkpoint(
-            run_dir, step=step, model_state=model.state_dict(), weights_meta=meta, state=state, keep_last=tc.keep_last
-        )
-        last_good = path
-        return path
-
-    log(
-        f"train: {len(train_dataset)} clips, {num_classes} classes, {world} process(es) on {device}, "
-        f"{steps_per_epoch} steps/epoch x {epochs} epochs = {total_steps} steps (warmup {warmup}), "
-        f"batch {d.batch_size}x{tc.accum_steps}x{world}"
-    )
-    # a bar on a terminal; with --no-progress or into a log file, a progress line every LOG_INTERVAL_S seconds
-    bar = Progress(total_steps, "train", "step", bar=progress, initial=step) if main else None
-
-    clips_per_step = d.batch_size * tc.accum_steps * world
-    last_val: dict | None = None
-    loss_ema = None
-    t_window, n_window = time.time(), 0
-    total_clips, total_time = 0, 0.0
-    epoch_loss_sum = torch.zeros((), dtype=torch.float64)
-    epoch_loss_n = 0
-    stopped_early = False
-    try:
-        while step < total_steps and not stopped_early:
-            model.train()
-            sampler.set_epoch(epoch, start=step_in_epoch * tc.accum_steps * (d.batch_size // repeats))
-            data_iter = iter(loader)
-            if step_in_epoch == 0:
-                epoch_loss_sum.zero_()
-                epoch_loss_n = 0
-            while step_in_epoch < steps_per_epoch and step < total_steps:
-                t0 = time.time()
-                lr = cosine_lr(step, base_lr=tc.lr, min_lr=tc.min_lr, warmup_steps=warmup, total_steps=total_steps)
-                set_lr(optimizer, lr)
-                loss_sum = torch.zeros((), device=device)
-                for micro in range(tc.accum_steps):
-                    batch = next(data_iter)
-                    x = batch["video"].to(device, non_blocking=True)
-                    y = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
-                    if tc.shuffle_frames:
-                        x = shuffle_time(x, shuffle_gen)
-                    if mixing:
-                        x, target = mixer(x, y, mix_gen)
-                    sync = micro == tc.accum_steps - 1 or not dist_info.distributed
-                    ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
-                    with ctx:
-                        with _autocast(device, tc.amp):
-                            logits = ddp_model(x)
-                        if mixing:
-                            loss = soft_cross_entropy(logits, target)
-                        else:
-                            loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
-                        if reducer is not None:  # DynamicViT ratio loss / mixed-scale batch shaping (0 for others)
-                            loss = loss + reducer.aux_loss().float()
-                        scaled = loss / tc.accum_steps
-                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    loss_sum += loss.detach()
-                # ---- non-finite guard (all ranks agree) ----
-                stats = all_reduce_sum(torch.stack([loss_sum.float(), torch.ones((), device=device)]))
-                mean_loss = float(stats[0] / (stats[1] * tc.accum_steps))
-                if not math.isfinite(mean_loss):
-                    where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
-                    metrics.log({"kind": "error", "step": step + 1, "epoch": epoch, "error": f"loss={mean_loss}"})
-                    raise NonFiniteLossError(
-                        f"loss is {mean_loss} at step {step + 1} (epoch {epoch}, lr {lr:.3g}); run stopped, {where}. "
-                        "Try a lower train.lr, a longer warmup, train.clip_grad > 0 or train.amp=none"
-                    )
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                grad_norm = None
-                if tc.clip_grad > 0:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad))
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update(model)
-                step += 1
-                step_in_epoch += 1
-                epoch_loss_sum += mean_loss
-                epoch_loss_n += 1
-                dt = time.time() - t0
-                total_clips += clips_per_step
-                total_time += dt
-                n_window += clips_per_step
-                loss_ema = mean_loss if loss_ema is None else 0.9 * loss_ema + 0.1 * mean_loss
-                if bar is not None:
-                    rate = clips_per_step / max(dt, 1e-9)
-                    bar.update(1, postfix=f"loss {loss_ema:.3f}, lr {lr:.2e}, {rate:.1f} clips/s")
-                if step % max(1, tc.log_every) == 0 or step == total_steps:
-                    now = time.time()
-                    row = {
-                        "kind": "step",
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": mean_loss,
-                        "lr": lr,
-                        "clips_per_sec": n_window / max(now - t_window, 1e-9),
-                    }
-                    if grad_norm is not None:
-                        row["grad_norm"] = grad_norm
-                    metrics.log(row)
-                    t_window, n_window = now, 0
-                if tc.ckpt_every > 0 and step % tc.ckpt_every == 0 and step < total_steps:
-                    save(epoch, step_in_epoch)
-                if stop_after is not None and step >= stop_after and step < total_steps:
-                    save(epoch, step_in_epoch)
-                    stopped_early = True
-                    break
-            if stopped_early:
-                break
-            # ---- epoch end ----
-            ep_loss = float(epoch_loss_sum) / max(1, epoch_loss_n)
-            row = {"kind": "epoch", "step": step, "epoch": epoch, "loss": ep_loss, "lr": lr}
-            finished = step >= total_steps
-            if val_dataset is not None and (finished or (tc.eval_every > 0 and (epoch + 1) % tc.eval_every == 0)):
-                last_val = run_eval(cfg, ema.module if ema is not None else model, val_dataset, device, dist_info)
-                metrics.confusion(last_val.pop("confusion", None), step)
-                row.update({f"val_{k}": v for k, v in last_val.items() if isinstance(v, (int, float))})
-                log(f"epoch {epoch}: loss {ep_loss:.4f}  val top1 {last_val['top1']:.2f}  top5 {last_val['top5']:.2f}")
-                model.train()
-            metrics.log(row)
-            if step_in_epoch >= steps_per_epoch:
-                epoch += 1
-                step_in_epoch = 0
-            if tc.ckpt_every == 0 or finished:
-                save(epoch, step_in_epoch)
-    finally:
-        if bar is not None:
-            bar.close()
-        metrics.close()
-
-    model_path = None
-    if not stopped_early and main:
-        final = ema.module if ema is not None else model
-        model_path = _save_final(final, run_dir / "model.safetensors", pretrained_cfg, cfg_dict)
-        log(f"saved {model_path}")
-    barrier()
-    return {
-        "run_dir": str(run_dir),
-        "step": step,
-        "epoch": epoch,
-        "train_loss": loss_ema,
-        "val": last_val,
-        "model_path": str(model_path) if model_path else None,
-        "seconds": time.time() - t_start,
-        "clips_per_sec": total_clips / max(total_time, 1e-9),
-        "stopped_early": stopped_early,
-    }
+        device = dist_info.device
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if compile_ else model
 
 
-def run_eval(cfg: Config, model: nn.Module, val_dataset, device: torch.device, dist_info: DistInfo) -> dict:
-    """Evaluate during training (sharded over ranks); returns top1/top5/loss/num_samples."""
+def run_eval(cfg: Config, model: nn.Module, val_dataset, dist_info: DistInfo) -> dict:
+    """Evaluate during training (sharded over ranks); returns top1/top5/loss/num_samples/confusion."""
     from vidtok.engine.evaluate import evaluate
 
     res = evaluate(
@@ -743,17 +831,11 @@ def run_eval(cfg: Config, model: nn.Module, val_dataset, device: torch.device, d
         val_dataset,
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
-        device=device,
+        device=dist_info.device,
         amp=cfg.train.amp,
         shuffle_frames=cfg.train.shuffle_frames,
         seed=cfg.train.seed,
         rank=dist_info.rank,
         world_size=dist_info.world_size,
     )
-    return {
-        "top1": res["top1"],
-        "top5": res["top5"],
-        "loss": res["loss"],
-        "num_samples": res["num_samples"],
-        "confusion": res.get("confusion"),
-    }
+    return {k: res.get(k) for k in ("top1", "top5", "loss", "num_samples", "confusion")}

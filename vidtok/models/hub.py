@@ -135,9 +135,7 @@ def save_model(
     Returns:
         The path written.
     """
-    from safetensors.torch import save_file
-
-    from vidtok.engine.checkpoint import file_mode
+    from vidtok.files import save_safetensors
 
     path = Path(path)
     # unwrap torch.compile (OptimizedModule._orig_mod) and DDP / DataParallel (.module): their state_dict keys carry a
@@ -167,19 +165,7 @@ def save_model(
     }
     if config is not None:
         metadata["config"] = _config_json(config)
-    # clone: safetensors refuses tensors that share storage (tied weights, views); contiguous CPU copies are safe.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, file_mode())  # safetensors writes 0600; the user's umask decides, as for any file
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
-    return path
+    return save_safetensors(path, model.state_dict(), metadata)
 
 
 _INIT_FNS = (

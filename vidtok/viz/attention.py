@@ -83,7 +83,7 @@ def load_clip(
     """
     import torch
 
-    from vidtok.data.samplers import uniform_clips
+    from vidtok.data.clip_sampling import uniform_clips
     from vidtok.data.transforms import EvalTransform
     from vidtok.io import open_video
 

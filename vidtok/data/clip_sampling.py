@@ -1,4 +1,5 @@
-"""Temporal clip samplers: which frame indices of a video make a clip.
+"""Clip sampling: which frame indices of a video make a clip (the torch ``Sampler`` of the loader is
+:class:`vidtok.data.loader.EpochSampler`).
 
 Every sampler is a pure function of ``(num_frames, fps)`` plus, where it is random, an explicit
 ``torch.Generator``; it returns :class:`Clip` objects (frame indices + start/end timestamps) and never opens a file.
@@ -69,6 +70,7 @@ __all__ = [
     "sample_clips",
     "SAMPLERS",
     "OUT_OF_BOUND",
+    "shuffle_time",
 ]
 
 OUT_OF_BOUND = ("clamp", "repeat_last", "loop")
@@ -415,3 +417,19 @@ def sample_clips(
     if name == "pyslowfast":
         return pyslowfast_clips(num_frames, fps, generator=generator, **kwargs)
     raise ValueError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
+
+
+def shuffle_time(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Randomly permute the frames of every clip of a batch (the control experiment: destroys motion, keeps
+    appearance; ``train.shuffle_frames`` in training and evaluation).
+
+    Args:
+        x: ``(B, C, T, H, W)`` or multi-view ``(B, V, C, T, H, W)``.
+        generator: CPU generator deciding the permutations.
+    """
+    t_dim = x.ndim - 3
+    lead = x.shape[: t_dim - 1]  # (B,) or (B, V)
+    t = x.shape[t_dim]
+    perm = torch.argsort(torch.rand(*lead, t, generator=generator), dim=-1).to(x.device)  # (*lead, T)
+    idx = perm.view(*lead, 1, t, 1, 1).expand_as(x)  # (*lead, C, T, H, W)
+    return torch.gather(x, t_dim, idx)

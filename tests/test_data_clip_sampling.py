@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidtok.data.samplers import random_clip, sample_clips, segment_clip, sliding_clips, uniform_clips
+from vidtok.data.clip_sampling import random_clip, sample_clips, segment_clip, sliding_clips, uniform_clips
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -166,7 +166,7 @@ def mmaction2_sample_frames(total_frames, clip_len, frame_interval, num_clips, t
 
 
 def test_mmaction2_clips_equal_sampleframes():
-    from vidtok.data.samplers import mmaction2_clips
+    from vidtok.data.clip_sampling import mmaction2_clips
 
     cases = 0
     for n in (1, 2, 3, 5, 7, 10, 16, 17, 31, 32, 33, 64, 100, 101, 250, 301):
@@ -200,7 +200,7 @@ def test_uniform_clips_is_not_pytorchvideos_constant_clips_layout():
     where uniform_clips' (mmaction2's) last window ends at the last frame."""
     from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
 
-    from vidtok.data.samplers import pytorchvideo_clips
+    from vidtok.data.clip_sampling import pytorchvideo_clips
 
     s = ConstantClipsPerVideoSampler(Fraction(32, 25), 4)
     starts = [s(0.0, Fraction(100, 25), None).clip_start_sec for _ in range(4)]
@@ -235,7 +235,7 @@ def _pytorchvideo_reference_indices(path, sampler, source: np.ndarray, num_sampl
 def test_pytorchvideo_clips_equal_pytorchvideo(lossless_video, monkeypatch):
     import pytorchvideo.data.clip_sampling as cs
 
-    from vidtok.data.samplers import pytorchvideo_clips
+    from vidtok.data.clip_sampling import pytorchvideo_clips
 
     path, source = lossless_video  # 40 frames at 25 fps: 1.6 s
     n = len(source)
@@ -287,7 +287,7 @@ def pyslowfast_reference(video_size, fps, num_frames, sampling_rate, target_fps,
 
 
 def test_pyslowfast_clips_equal_pyslowfast():
-    from vidtok.data.samplers import pyslowfast_clips
+    from vidtok.data.clip_sampling import pyslowfast_clips
 
     for n in (5, 30, 64, 100, 301):
         for fps in (25.0, 30.0, 29.97002997002997, 60.0):
