@@ -56,37 +56,13 @@ def run_demo(
     Returns:
         Dict with ``top1``, ``top5``, ``seconds`` (total and per phase) and the output paths.
     """
-    import torch
-
-    from vidtok.data import build_dataset
-    from vidtok.data.synthetic import make_synthetic_dataset
-    from vidtok.engine.evaluate import evaluate, format_report, write_report
+    from vidtok.engine.evaluate import format_report
     from vidtok.engine.train import train
 
     t0 = time.time()
     out = Path(out)
-    data_root = out / "data"
-    spec = dict(DEMO_DATA, **(data or {}))
-    stamp = data_root / ".demo_spec"
-    times: dict[str, float] = {}
-    if stamp.is_file() and stamp.read_text() == repr(sorted(spec.items())) and (data_root / "val.csv").is_file():
-        echo(f"[1/3] synthetic data: reusing {data_root}")
-    else:
-        echo(f"[1/3] synthetic data: writing {spec['num_classes']} motion classes to {data_root}")
-        info = make_synthetic_dataset(
-            data_root,
-            num_classes=spec["num_classes"],
-            per_class=spec["per_class"],
-            val_per_class=spec["val_per_class"],
-            size=spec["size"],
-            frames=spec["frames"],
-            seed=0,
-            workers=min(2, os.cpu_count() or 1),
-            overwrite=True,  # the demo owns OUT/data; a stale or partial one is written again
-        )
-        stamp.write_text(repr(sorted(spec.items())))
-        echo(f"      {info['counts']['train']} train + {info['counts']['val']} held-out videos")
-    times["data"] = time.time() - t0
+    data_root = _synthetic_data(out / "data", dict(DEMO_DATA, **(data or {})), echo)
+    times: dict[str, float] = {"data": time.time() - t0}
 
     suffix = "_shuffled" if shuffle_frames else ""
     cfg = demo_config(data_root, [*overrides, *(["train.shuffle_frames=true"] if shuffle_frames else [])])
@@ -99,20 +75,7 @@ def run_demo(
 
     echo(f"[3/3] evaluating on the held-out videos -> {out / ('eval' + suffix)}")
     t2 = time.time()
-    from vidtok.models import load_model
-
-    model = load_model(run_dir / "model.safetensors")
-    val = build_dataset(cfg.data, "val", class_names=model.pretrained_cfg["class_names"], seed=cfg.train.seed)
-    res = evaluate(
-        model,
-        val,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        device="cpu" if not torch.cuda.is_available() else "cuda",
-        shuffle_frames=shuffle_frames,
-        seed=cfg.train.seed,
-    )
-    files = write_report(res, out / f"eval{suffix}")
+    model, res, files = _evaluate_run(cfg, run_dir, out / f"eval{suffix}", shuffle_frames)
     times["eval"] = time.time() - t2
 
     extra: dict[str, Path] = {}
@@ -128,6 +91,63 @@ def run_demo(
         f"held-out top-1 {res['top1']:.1f} % (chance {chance:.0f} %) in {times['total']:.0f} s "
         f"(data {times['data']:.0f} s, training {times['train']:.0f} s, eval {times['eval']:.0f} s)"
     )
+    _echo_outputs(echo, data_root, run_dir, files, extra)
+    return {
+        "top1": res["top1"],
+        "top5": res["top5"],
+        "chance": chance,
+        "seconds": times,
+        "data": str(data_root),
+        "run": str(run_dir),
+        "eval": str(out / f"eval{suffix}"),
+        "train": result,
+        **{k: str(v) for k, v in extra.items()},
+    }
+
+
+def _synthetic_data(data_root: Path, spec: dict, echo: Callable[[str], None]) -> Path:
+    """Write the synthetic motion dataset of ``spec`` to ``data_root``, or reuse the one a previous demo wrote."""
+    from vidtok.data.synthetic import make_synthetic_dataset
+
+    stamp = data_root / ".demo_spec"
+    if stamp.is_file() and stamp.read_text() == repr(sorted(spec.items())) and (data_root / "val.csv").is_file():
+        echo(f"[1/3] synthetic data: reusing {data_root}")
+        return data_root
+    echo(f"[1/3] synthetic data: writing {spec['num_classes']} motion classes to {data_root}")
+    info = make_synthetic_dataset(
+        data_root,
+        **{k: spec[k] for k in ("num_classes", "per_class", "val_per_class", "size", "frames")},
+        seed=0,
+        workers=min(2, os.cpu_count() or 1),
+        overwrite=True,  # the demo owns OUT/data; a stale or partial one is written again
+    )
+    stamp.write_text(repr(sorted(spec.items())))
+    echo(f"      {info['counts']['train']} train + {info['counts']['val']} held-out videos")
+    return data_root
+
+
+def _evaluate_run(cfg: Config, run_dir: Path, eval_dir: Path, shuffle_frames: bool) -> tuple[Any, dict, dict]:
+    """Load the run's model and evaluate it on the held-out split (the report files go to ``eval_dir``)."""
+    from vidtok.data import build_dataset
+    from vidtok.engine.device import resolve_device
+    from vidtok.engine.evaluate import evaluate, write_report
+    from vidtok.models import load_model
+
+    model = load_model(run_dir / "model.safetensors")
+    val = build_dataset(cfg.data, "val", class_names=model.pretrained_cfg["class_names"], seed=cfg.train.seed)
+    res = evaluate(
+        model,
+        val,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        device=resolve_device("auto"),
+        shuffle_frames=shuffle_frames,
+        seed=cfg.train.seed,
+    )
+    return model, res, write_report(res, eval_dir)
+
+
+def _echo_outputs(echo: Callable[[str], None], data_root: Path, run_dir: Path, files: dict, extra: dict) -> None:
     echo("outputs:")
     echo(f"  videos             {data_root}")
     echo(f"  model              {run_dir / 'model.safetensors'}")
@@ -144,17 +164,6 @@ def run_demo(
     ):
         if key in extra:
             echo(f"  {label:<18} {extra[key]}")
-    return {
-        "top1": res["top1"],
-        "top5": res["top5"],
-        "chance": chance,
-        "seconds": times,
-        "data": str(data_root),
-        "run": str(run_dir),
-        "eval": str(out / f"eval{suffix}"),
-        "train": result,
-        **{k: str(v) for k, v in extra.items()},
-    }
 
 
 def _classify_embed_draw(run_dir: Path, model: Any, val_dir: Path, out: Path, echo: Callable[[str], None]) -> dict:

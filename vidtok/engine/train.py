@@ -440,7 +440,7 @@ class RunState:
         ckpt.restore_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
 
     def state_dict(self, epoch: int, step_in_epoch: int) -> dict:
-        """The checkpoint's training state (the RNG states and run facts are added by the caller)."""
+        """The checkpoint's training state (the caller puts the RNG states and run facts next to it)."""
         return {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
