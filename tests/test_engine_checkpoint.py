@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from vidtok.engine import checkpoint as ck
-from vidtok.files import atomic_write
 from vidtok.errors import CheckpointError
+from vidtok.files import atomic_write
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _engine_util import MotionDataset, TinyVideoNet, tiny_config  # noqa: E402

@@ -152,8 +152,8 @@ def test_run_folder_contents_and_eval(tmp_path):
 
 def test_init_reinitialises_a_mismatching_head(tmp_path):
     from vidtok.engine.checkpoint import weights_metadata
-    from vidtok.files import save_safetensors
     from vidtok.engine.train import init_from_checkpoint
+    from vidtok.files import save_safetensors
 
     torch.manual_seed(0)
     src = TinyVideoNet(num_classes=5)
@@ -287,8 +287,12 @@ def test_train_adds_the_real_reducers_losses(tmp_path, spec):
         torch.manual_seed(0)
         tiny = dict(num_classes=3, num_frames=4, img_size=64, embed_dim=32, depth=3, num_heads=2)
         model = create_model("vidtok_ti", token_reducer={**spec, "loss_weight": w}, **tiny)
-        seen = []
-        model.reducer.register_forward_hook(lambda m, a, o: seen.append(m.aux_loss().item() / max(m.loss_weight, 1)))
+        seen: list[float] = []
+
+        def hook(m, args, out, seen=seen):
+            seen.append(m.aux_loss().item() / max(m.loss_weight, 1))
+
+        model.reducer.register_forward_hook(hook)
         cfg = tiny_config(0, epochs=1, max_steps=1, log_every=1)
         train(cfg, tmp_path / f"w{w}", model=model, train_dataset=_Clips(), progress=False, log=lambda m: None)
         rows = [json.loads(x) for x in (tmp_path / f"w{w}" / "metrics.jsonl").read_text().splitlines()]
