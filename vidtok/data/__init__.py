@@ -47,35 +47,6 @@ _LAZY = {
     ),
 }
 
-__all__ = [
-    "Clip",
-    "random_clip",
-    "uniform_clips",
-    "segment_clip",
-    "sliding_clips",
-    "sample_clips",
-    "shuffle_time",
-    "TrainTransform",
-    "EvalTransform",
-    "MixupCutmix",
-    "build_transforms",
-    "NORMALIZATION",
-    "VideoClipDataset",
-    "build_dataset",
-    "read_classes",
-    "resolve_classes",
-    "parse_kinetics_csv",
-    "parse_list_file",
-    "parse_class_folders",
-    "read_bad_files",
-    "EpochSampler",
-    "SeededDataset",
-    "build_loader",
-    "collate_clips",
-    "sample_seed",
-    "seed_worker",
-    "MOTIONS",
-    "make_synthetic_dataset",
-]
+__all__ = list(_LAZY)
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

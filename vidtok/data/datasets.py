@@ -37,7 +37,7 @@ import torch
 from vidtok.config import read_text
 from vidtok.data.clip_sampling import random_clip, uniform_clips
 from vidtok.data.loader import sample_seed
-from vidtok.errors import ConfigError, VideoDecodeError, VidtokError, safe_text
+from vidtok.errors import ConfigError, VideoDecodeError, VidtokError, exception_line, one_line, safe_text
 from vidtok.io.metadata import VIDEO_EXTENSIONS
 
 __all__ = [
@@ -322,7 +322,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
     def _record_failure(self, path: str, reason: str) -> None:
         self.num_failures += 1
-        reason = " ".join(reason.split())
+        reason = one_line(reason)
         log.warning("skipping unreadable video %s: %s", safe_text(path), safe_text(reason))
         if self.bad_files is not None:
             line = os.fsencode(path) + b"\t" + reason.encode("utf-8", "backslashreplace") + b"\n"
@@ -373,7 +373,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 return self.load(index, g)
             except (VideoDecodeError, OSError) as e:  # bad file; anything else is a bug and propagates
                 path = self.samples[index][0]
-                self._record_failure(path, e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}")
+                self._record_failure(path, e.reason if isinstance(e, VideoDecodeError) else exception_line(e))
                 tried.append(path)
                 if len(self.samples) < 2:
                     break

@@ -222,16 +222,8 @@ def build_model_from_config(cfg: Config) -> nn.Module:
     from vidtok.models import create_model
 
     m = cfg.model
-    return create_model(
-        m.name,
-        num_classes=m.num_classes,
-        num_frames=m.num_frames,
-        img_size=m.img_size,
-        attn_backend=m.attn_backend,
-        drop_path_rate=m.drop_path_rate,
-        dropout=m.dropout,
-        **m.extra,
-    )
+    keys = ("num_classes", "num_frames", "img_size", "attn_backend", "drop_path_rate", "dropout")
+    return create_model(m.name, **{k: getattr(m, k) for k in keys}, **m.extra)
 
 
 def _head_names(model: nn.Module) -> set[str]:
