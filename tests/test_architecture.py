@@ -46,8 +46,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # the demo is the whole pipeline in one command: train, classify, embed, then the review page
     ("vidtok.engine.demo", "vidtok.report"): "the demo ends with the review page",
 }
-# Module cycles still present on the way to none (docs/architecture.md lists none).
-CYCLES_LEFT: set[frozenset[str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -143,9 +141,8 @@ def test_the_layer_table_itself_has_no_cycle():
 
 
 def test_no_import_cycle_between_modules():
-    cycles = _cycles(_graph())
-    new = [" <-> ".join(sorted(c)) for c in cycles if c not in CYCLES_LEFT]
-    assert not new, "\n".join(new)
+    cycles = [" <-> ".join(sorted(c)) for c in _cycles(_graph())]
+    assert not cycles, "\n".join(cycles)
 
 
 def test_the_cycle_finder_finds_a_cycle():
