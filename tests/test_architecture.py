@@ -169,7 +169,7 @@ def _defines(path: Path, name: str) -> bool:
     """Whether module ``path`` defines, imports or lazily exports (``_LAZY``) ``name`` at its top level."""
     for n in ast.parse(path.read_text()).body:
         lazy = isinstance(n, ast.Assign) and isinstance(n.value, ast.Dict) and ast.unparse(n.targets[0]) == "_LAZY"
-        if lazy and any(isinstance(k, ast.Constant) and k.value == name for k in n.value.keys):
+        if lazy and name in _lazy_names(n.value):
             return True
         if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name == name:
             return True
@@ -179,6 +179,17 @@ def _defines(path: Path, name: str) -> bool:
         if isinstance(n, ast.ImportFrom | ast.Import) and any((a.asname or a.name) == name for a in n.names):
             return True
     return False
+
+
+def _lazy_names(table: ast.Dict) -> set[str]:
+    """The names of a ``_LAZY`` table: ``"name": "module"`` entries and ``**dict.fromkeys([names], "module")``."""
+    names = set()
+    for key, value in zip(table.keys, table.values, strict=True):
+        if isinstance(key, ast.Constant):
+            names.add(key.value)
+        elif isinstance(value, ast.Call) and ast.unparse(value.func) == "dict.fromkeys":
+            names |= {e.value for e in value.args[0].elts if isinstance(e, ast.Constant)}
+    return names
 
 
 def _resolves(dotted: str) -> bool:

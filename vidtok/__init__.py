@@ -13,17 +13,11 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; resolved on first attribute access.
 _LAZY = {
-    "open_video": "vidtok.io",
-    "Video": "vidtok.io",
-    "VideoMetadata": "vidtok.io",
-    "create_model": "vidtok.models",
-    "list_models": "vidtok.models",
-    "load_model": "vidtok.models",
-    "spacetime_attention": "vidtok.kernels",
-    "classify": "vidtok.engine.infer",
-    "embed": "vidtok.engine.infer",
-    "Config": "vidtok.config",
-    "load_config": "vidtok.config",
+    **dict.fromkeys(["open_video", "Video", "VideoMetadata"], "vidtok.io"),
+    **dict.fromkeys(["create_model", "list_models", "load_model"], "vidtok.models"),
+    **dict.fromkeys(["spacetime_attention"], "vidtok.kernels"),
+    **dict.fromkeys(["classify", "embed"], "vidtok.engine.infer"),
+    **dict.fromkeys(["Config", "load_config"], "vidtok.config"),
 }
 
 __all__ = [

@@ -8,13 +8,9 @@ from __future__ import annotations
 from vidtok._lazy import lazy_exports
 
 _LAZY = {
-    "train": "vidtok.engine.train",
-    "NonFiniteLossError": "vidtok.engine.train",
-    "evaluate": "vidtok.engine.evaluate",
-    "format_report": "vidtok.engine.evaluate",
-    "write_report": "vidtok.engine.evaluate",
-    "build_optimizer": "vidtok.engine.optim",
-    "cosine_lr": "vidtok.engine.optim",
+    **dict.fromkeys(["train", "NonFiniteLossError"], "vidtok.engine.train"),
+    **dict.fromkeys(["evaluate", "format_report", "write_report"], "vidtok.engine.evaluate"),
+    **dict.fromkeys(["build_optimizer", "cosine_lr"], "vidtok.engine.optim"),
 }
 
 __all__ = list(_LAZY)

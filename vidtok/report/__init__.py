@@ -17,12 +17,10 @@ from __future__ import annotations
 from vidtok._lazy import lazy_exports
 
 _LAZY = {
-    "write_report": "vidtok.report.build",
-    "load_outputs": "vidtok.report.build",
-    "class_summary": "vidtok.report.build",
-    "pca_2d": "vidtok.report.build",
-    "cosine_neighbours": "vidtok.report.build",
-    "make_thumbnails": "vidtok.report.thumbs",
+    **dict.fromkeys(
+        ["write_report", "load_outputs", "class_summary", "pca_2d", "cosine_neighbours"], "vidtok.report.build"
+    ),
+    **dict.fromkeys(["make_thumbnails"], "vidtok.report.thumbs"),
 }
 
 __all__ = list(_LAZY)

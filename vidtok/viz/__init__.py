@@ -14,17 +14,10 @@ from __future__ import annotations
 from vidtok._lazy import lazy_exports
 
 _LAZY = {
-    "visualize": "vidtok.viz.attention",
-    "explain": "vidtok.viz.attention",
-    "AttentionView": "vidtok.viz.attention",
-    "draw": "vidtok.viz.attention",
-    "write_run_pictures": "vidtok.viz.summary",
-    "render_grid": "vidtok.viz.render",
-    "render_animation": "vidtok.viz.render",
-    "save_output": "vidtok.viz.render",
-    "read_metrics": "vidtok.viz.plots",
-    "plot_training_curves": "vidtok.viz.plots",
-    "plot_confusion_matrix": "vidtok.viz.plots",
+    **dict.fromkeys(["visualize", "explain", "AttentionView", "draw"], "vidtok.viz.attention"),
+    **dict.fromkeys(["write_run_pictures"], "vidtok.viz.summary"),
+    **dict.fromkeys(["render_grid", "render_animation", "save_output"], "vidtok.viz.render"),
+    **dict.fromkeys(["read_metrics", "plot_training_curves", "plot_confusion_matrix"], "vidtok.viz.plots"),
 }
 
 __all__ = list(_LAZY)
