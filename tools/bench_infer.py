@@ -128,14 +128,15 @@ def main() -> None:
     import vidtok
     from vidtok.data.clip_sampling import uniform_clips
     from vidtok.data.transforms import EvalTransform
-    from vidtok.engine.infer import _normalizer, _resolve_amp, _resolve_device, classify, cpu_streams, parse_views
+    from vidtok.engine.device import amp_dtype, resolve_device
+    from vidtok.engine.infer import _normalizer, classify, cpu_streams, parse_views
     from vidtok.engine.infer_workers import ViewSpec, prepare_views
     from vidtok.io import open_video, resolve_backend
     from vidtok.models.hub import save_model
 
     paths = make_videos(Path(args.data), args.videos)
     clips, crops = parse_views(args.views)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     backend = resolve_backend(args.backend)
     extra = {"token_reducer_layer": 2} if args.model.startswith("vidtok") else {}
     torch.manual_seed(0)
@@ -153,7 +154,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vidtok_bench_infer_"))
     ckpt = save_model(model, tmp / "model.safetensors", pretrained_cfg=cfg)
     model = model.eval().to(device)
-    amp = _resolve_amp("auto", device)
+    amp = amp_dtype("auto", device)
     norm = _normalizer({"mean": cfg["mean"], "std": cfg["std"]}, device)
     n_views = len(paths) * clips * crops
 

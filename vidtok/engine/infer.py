@@ -9,6 +9,10 @@ Dataflow::
         ─► writer: one row (or the video's vectors) appended + flushed as soon as the video's last view is done
         ─► rank 0 merges every rank's part into OUT in discovery order
 
+Both commands are an :class:`InferJob` (options, model, discovery, resume, sharding, the job record, the engine,
+the merge) given what to compute per batch and what to record per video; the local engine's loop is
+:class:`~vidtok.engine.infer_schedule.Scheduler`, the outputs are :mod:`vidtok.engine.infer_io`.
+
 A file that cannot be decoded (corrupt, truncated, empty, not a video, unreadable, a decoder that hangs or crashes)
 becomes a row with ``status="error"`` and a one-line ``error``; the job carries on.
 
@@ -21,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import functools
 import os
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidtok.engine.device import amp_dtype, autocast, resolve_device
 from vidtok.engine.infer_io import (
     CLASSIFY_FORMATS,
     EMBED_FORMATS,
@@ -123,65 +127,25 @@ def load_for_inference(checkpoint: str | os.PathLike | nn.Module) -> tuple[nn.Mo
     return model.eval(), cfg
 
 
-def _resolve_device(device: str) -> torch.device:
-    from vidtok.engine.device import resolve_device
-
-    return resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), key="--device")
-
-
-def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp not in ("auto", "none", "bf16", "fp16"):
-        raise ConfigError(f"--amp {amp!r}: choose auto, none, bf16 or fp16", key="amp")
-    if amp == "none":
-        return None
-    if amp == "auto":  # bf16 pays off on GPUs; on most CPUs it is slower than fp32
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("--amp fp16 needs a CUDA device", key="amp")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def _destroy_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 class _Dist:
-    """Rank / world size from torchrun's environment, and a gloo group for the few barriers inference needs."""
+    """This process's rank among torchrun's processes, and a gloo group for the few barriers inference needs (a week's
+    timeout: rank 0 waits at the merge barrier until the slowest rank has finished its shard)."""
 
     def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.group = None
-        if self.world > 1:
-            import torch.distributed as dist
+        from vidtok.engine.distributed import env_ranks, gloo_group
 
-            if not dist.is_initialized():
-                # long timeout: rank 0 waits at the merge barrier until the slowest rank has finished its shard.
-                # The group stays up for later calls in this process (re-creating it under torchrun can hang).
-                dist.init_process_group("gloo", timeout=timedelta(days=7))
-                atexit.register(_destroy_group)
-            elif dist.get_backend() != "gloo":
-                self.group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+        self.rank, _, self.world = env_ranks()
+        self.group = gloo_group(timedelta(days=7)) if self.world > 1 else None
 
     def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
+        from vidtok.engine.distributed import barrier
 
-            dist.barrier(group=self.group)
+        barrier(self.group)
 
     def sum(self, values: list[int]) -> list[int]:
-        if self.world == 1:
-            return list(values)
-        import torch.distributed as dist
+        from vidtok.engine.distributed import all_reduce_sum
 
-        t = torch.tensor(values, dtype=torch.int64)
-        dist.all_reduce(t, group=self.group)
-        return t.tolist()
+        return all_reduce_sum(torch.tensor(values, dtype=torch.int64), self.group).tolist()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -334,7 +298,8 @@ class InferJob:
         opts.check()
         self.backend = _resolve_backend(opts.backend)
         self.ray_opts = _check_engine(opts.engine, opts.address, opts.replicas)
-        self.device = _resolve_device(opts.device) if self.ray_opts is None else None  # Ray: each replica's own
+        local = self.ray_opts is None  # Ray: each replica resolves its own device
+        self.device = resolve_device(opts.device, key="--device") if local else None
         self.dist = _Dist()
         if self.dist.world > 1 and out is None:
             raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
@@ -417,12 +382,12 @@ class InferJob:
 
         def make(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
             model.to(dev)
-            amp_dtype = _resolve_amp(amp, dev)
+            dtype = amp_dtype(amp, dev, key="--amp")
             norm = _normalizer(cfg, dev)
 
             @torch.inference_mode()
             def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with autocast(dev, dtype):
                     return compute(model, norm(x))
 
             return forward
@@ -461,7 +426,7 @@ class InferJob:
         o = self.opts
         if self.dist.world > 1:
             raise ConfigError("--engine ray runs from one driver process, not under torchrun", key="engine")
-        _resolve_amp(o.amp, torch.device("cuda" if str(o.device).startswith("cuda") else "cpu"))  # fails before Ray
+        amp_dtype(o.amp, torch.device("cuda" if str(o.device).startswith("cuda") else "cpu"), key="--amp")  # before Ray
         run_ray(
             self.todo, spec, make_forward, on_done, progress=progress, device=o.device,
             batch_size=o.batch_size, timeout=o.timeout, **self.ray_opts,
