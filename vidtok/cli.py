@@ -588,9 +588,9 @@ def classify(paths, checkpoint, topk, views, out, **kw) -> None:
     """Top-k classes of every video in PATHS (files, folders searched recursively, or @list.txt).
 
     Each video is cut into uniform clips x crops, probabilities are averaged over the views, and one row is written
-    per video as soon as it is done (path, status, duration, views, label_i/prob_i, error). A file that cannot be
-    decoded is a row with status=error. Under torchrun every process takes a shard and rank 0 merges; with
-    --engine ray, Ray Data spreads decoding and the model over a cluster.
+    per video as soon as it is done (path, status, duration, views, label_i/prob_i/index_i, error; without --out the
+    same CSV on stdout). A file that cannot be decoded is a row with status=error. Under torchrun every process
+    takes a shard and rank 0 merges; with --engine ray, Ray Data spreads decoding and the model over a cluster.
 
     \b
     Examples:
