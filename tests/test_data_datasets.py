@@ -246,3 +246,30 @@ def test_epoch_sampler_sharding(n, world):
     assert [i for i, _ in EpochSampler(n, shuffle=False)] == list(range(n))
     with pytest.raises(ValueError, match="need 0 <= rank < world_size, got rank=3 world_size=3"):
         EpochSampler(n, shuffle=True, rank=3, world_size=3)
+
+
+def test_epoch_sampler_resumes_part_way_and_seeds_per_sample():
+    s = EpochSampler(10, shuffle=True, seed=3, rank=1, world_size=3)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, start=2)  # the first two samples of this rank were consumed before the interruption
+    assert list(s) == full[2:] and len(s) == len(full) - 2 and s.per_rank == len(full) == 4
+    s.set_epoch(3)
+    assert [i for i, _ in s] != [i for i, _ in full]  # another epoch, another permutation
+    # a dataset drawing from the global RNG gets the same numbers for (index, epoch) wherever and whenever it is read
+    from vidtok.data.loader import SeededDataset
+
+    class Noise(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(2)
+
+    ds = SeededDataset(Noise(), seed=7)
+    a = ds[(1, 0)]
+    torch.rand(5)  # the global RNG moves on
+    assert torch.equal(ds[(1, 0)], a) and not torch.equal(ds[(1, 1)], a) and not torch.equal(ds[(2, 0)], a)
+    before = torch.get_rng_state()
+    ds[(3, 0)]
+    assert torch.equal(torch.get_rng_state(), before)  # restored: the caller's RNG stream is untouched
