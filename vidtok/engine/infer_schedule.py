@@ -44,8 +44,8 @@ def cpu_streams(batch_size: int, streams: int | None = None) -> tuple[int, int]:
     Several model calls on parts of the batch, side by side in threads with few intra-op threads each, keep every
     core busy without an OpenMP pool that spins against the decode workers. Measured on 2 cores (vidtok_ti,
     tools/bench_infer.py): the model alone runs 0.96-1.29x as fast as one call with 2 threads, depending on the run
-    and the model size (so about the same); the gain is end to end, where classify ran at 1.57 vs 1.07 videos/s with
-    the former policy of ``cores - workers`` intra-op threads.
+    and the model size (so about the same); the gain is end to end, where classify ran at 1.57 videos/s, against
+    1.07 with one model call of ``cores - workers`` intra-op threads.
 
     Args:
         batch_size: clips per batch (a batch is split into at most this many parts).
@@ -95,9 +95,9 @@ class Scheduler:
 
     On CPU the model runs in ``streams`` threads (see :func:`cpu_streams`), each with ``cores // streams`` intra-op
     threads, on parts of ``batch_size / streams`` views. Each stream takes the next part as soon as it is free (one
-    part waits ready beyond those being computed): no stream waits for another to finish a batch. Splitting each
-    batch and waiting for all its parts left a core idle whenever one part ran slower (it shared its core with a
-    decode worker), about 6 % of an end-to-end run on 2 cores.
+    part waits ready beyond those being computed): no stream waits for another to finish a batch. Waiting
+    for all parts of a batch instead leaves a core idle whenever one part runs slower (it shares its core with a
+    decode worker): about 6 % of an end-to-end run on 2 cores.
 
     Args:
         total: videos the source will deliver (each exactly once).
