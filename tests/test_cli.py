@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -28,6 +29,10 @@ def test_info_lists_versions_and_backends():
     assert r.exit_code == 0, r.output
     for word in ("torch", "torchvision", "av", "video backends", "pyav", "attention backends", "sdpa", "device"):
         assert word in r.output
+    # the extensions classify / embed search folders for (their --ext default) are the ones of vidtok.io
+    from vidtok.io import VIDEO_EXTENSIONS
+
+    assert re.search(r"^video extensions +" + re.escape(" ".join(VIDEO_EXTENSIONS)) + "$", r.output, re.M)
 
 
 def test_misspelled_config_key_is_one_line_error(tmp_path):
