@@ -10,6 +10,7 @@ from vidtok.models.layers.attention import weighted_attention
 from vidtok.models.reducers import (
     AdaptiveTokenSampling,
     DynamicViTPruning,
+    ForwardContext,
     ModelFacts,
     TokenPooling,
     build_reducer,
@@ -62,7 +63,7 @@ def test_token_pooling_with_as_many_clusters_as_tokens_is_identity(method, weigh
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 10, 8, generator=g)
     scores = torch.rand(2, 3, 10, generator=g) if weighted else None
-    out = TokenPooling(at_blocks=1, num_tokens=10, method=method, weighted=weighted)(x, scores=scores)
+    out = TokenPooling(at_blocks=1, num_tokens=10, method=method, weighted=weighted)(x, ForwardContext(scores=scores))
     torch.testing.assert_close(out.tokens, x, rtol=0, atol=1e-6)
     assert out.keep is None
     assert torch.equal(out.info["assign"], torch.arange(10).expand(2, 3, 10))
@@ -91,7 +92,7 @@ def test_token_pooling_kmedoids_output_is_the_weighted_medoid():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(1, 1, 7, 3, generator=g)
     w = torch.rand(1, 1, 7, generator=g)
-    out = TokenPooling(at_blocks=1, num_tokens=1, method="kmedoids", weighted=True)(x, scores=w)
+    out = TokenPooling(at_blocks=1, num_tokens=1, method="kmedoids", weighted=True)(x, ForwardContext(scores=w))
     d = torch.cdist(x[0, 0], x[0, 0])
     best = ((w[0, 0] + 1e-6)[:, None] * d).sum(0).argmin()
     torch.testing.assert_close(out.tokens[0, 0, 0], x[0, 0, best])
@@ -139,7 +140,7 @@ def test_ats_keeps_fewer_tokens_for_peaked_scores_and_pads_with_masks():
     x = torch.randn(2, 1, 16, 8)
     scores = torch.full((2, 1, 16), 1e-3)
     scores[0, 0, 3] = 1.0  # one dominant token: sample 0 keeps very few
-    out = AdaptiveTokenSampling(at_blocks=1, num_tokens=8)(x, scores=scores)
+    out = AdaptiveTokenSampling(at_blocks=1, num_tokens=8)(x, ForwardContext(scores=scores))
     kept = out.keep.sum(-1)
     assert out.tokens.shape == (2, 1, 8, 8)
     assert kept[0, 0] < kept[1, 0] <= 8
@@ -156,7 +157,7 @@ def test_dynamicvit_inference_keeps_the_ratio_and_training_masks():
     red.eval()
     h, keep, idx = x, None, None
     for s, n in enumerate((8, 4, 2)):
-        out = red(h, keep=keep, index=idx, stage=s)
+        out = red(h, ForwardContext(keep=keep, index=idx, stage=s))
         h, keep, idx = out.tokens, out.keep, out.info["index"]
         assert h.shape == (2, 3, n, 16) and keep is None
         # kept tokens are input tokens, in original order
@@ -166,7 +167,7 @@ def test_dynamicvit_inference_keeps_the_ratio_and_training_masks():
     red.generator = torch.Generator().manual_seed(0)
     keep = None
     for s in range(3):
-        out = red(x, keep=keep, stage=s)
+        out = red(x, ForwardContext(keep=keep, stage=s))
         assert out.tokens is x  # masked, not dropped
         assert out.keep.shape == (2, 3, 16) and set(out.keep.unique().tolist()) <= {0.0, 1.0}
         if keep is not None:

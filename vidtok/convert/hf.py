@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from vidtok.convert._io import find_weight_files, read_json, read_state_dict
-from vidtok.errors import CheckpointError, one_line
+from vidtok.errors import CheckpointError, VidtokError, one_line
 
 __all__ = [
     "HFSource",
@@ -465,7 +465,7 @@ def build_model(kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, model
     try:
         with no_weight_init():  # every tensor is loaded below (strict)
             model = create_model(model_name, **kwargs)
-    except Exception as e:  # unknown registry name, or an architecture the registry entry rejects
+    except (VidtokError, ValueError) as e:  # unknown registry name, or an architecture the registry entry rejects
         raise CheckpointError(f"{where}: cannot build vidtok model {model_name!r}: {one_line(str(e))}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

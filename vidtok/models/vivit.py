@@ -477,7 +477,11 @@ class ViViT(nn.Module):
         for i, blk in enumerate(self.blocks):
             if red is not None and i in red.at_blocks:
                 x = self._reduce(
-                    x, st, red.at_blocks.index(i), ForwardContext(grid, video, block=partial(self._run, blk)), aux
+                    x,
+                    st,
+                    red.at_blocks.index(i),
+                    ForwardContext(grid=grid, video=video, block=partial(self._run, blk)),
+                    aux,
                 )
                 if red.wraps_block:
                     continue
@@ -505,7 +509,9 @@ class ViViT(nn.Module):
             scores = significance_from_attn(st.attn, has_cls=self.class_token == "global", num_slices=st.T)
         if red.at_embed:
             ctx = ctx._replace(patch_embed=self.patch_embed, pos=self.pos_embed.tables(ctx.grid)[0])
-        out = red(p, keep=st.keep, index=st.index, scores=scores, stage=stage, ctx=ctx)
+        out = red(
+            p, ctx=ctx._replace(keep=st.keep, index=st.index, scores=scores, stage=stage)
+        )  # keyword: module hooks see positional args only
         st.T, st.keep, st.index = out.tokens.shape[1], out.keep, out.info.get("index")
         if aux is not None:
             aux.update({f"{red.aux_prefix}{n}": v for n, v in out.info.items()})

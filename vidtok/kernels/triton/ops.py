@@ -180,6 +180,16 @@ def _use_short_time(axis: str, T: int, cfg: LaunchConfig) -> bool:
     return axis == "time" and _pow2(T) <= cfg.block_m
 
 
+def _short_time_launch(q: torch.Tensor, axis: str, *, backward: bool) -> tuple[LaunchConfig, int, int, int] | None:
+    """Launch geometry of the packed ``*_time_*`` kernels, ``(cfg, T_P, BLOCK_G, problems G)``, when they apply."""
+    B, T, S, H, Dh = q.shape
+    cfg = time_config(q.dtype, Dh, backward=backward)
+    if not _use_short_time(axis, T, cfg):
+        return None
+    t_p = _pow2(T)
+    return cfg, t_p, max(1, cfg.block_m // t_p), B * S * H
+
+
 def attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, axis: str, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,11 +200,9 @@ def attention_forward(
     kn = kernels()
     prec = dot_precision(q.dtype)
     bd = block_d(Dh)
-    cfg = time_config(q.dtype, Dh, backward=False)
-    if _use_short_time(axis, T, cfg):
-        t_p = _pow2(T)
-        block_g = max(1, cfg.block_m // t_p)
-        G = B * S * H
+    packed = _short_time_launch(q, axis, backward=False)
+    if packed is not None:
+        cfg, t_p, block_g, G = packed
         kn.attn_time_fwd[(triton_cdiv(G, block_g),)](
             q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(), *lse.stride(),
             T, S, H, G, scale * _LOG2E,
@@ -234,11 +242,9 @@ def attention_backward(
     kn = kernels()
     prec = dot_precision(q.dtype)
     bd = block_d(Dh)
-    cfg = time_config(q.dtype, Dh, backward=True)
-    if _use_short_time(axis, T, cfg):
-        t_p = _pow2(T)
-        block_g = max(1, cfg.block_m // t_p)
-        G = B * S * H
+    packed = _short_time_launch(q, axis, backward=True)
+    if packed is not None:
+        cfg, t_p, block_g, G = packed
         kn.attn_time_bwd[(triton_cdiv(G, block_g),)](
             q, k, v, o, do, dq, dk, dv, lse,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *o.stride(), *lse.stride(),

@@ -22,6 +22,7 @@ from typing import Any
 
 from vidtok.models.reducers.ats import AdaptiveTokenSampling
 from vidtok.models.reducers.base import (
+    NO_CONTEXT,
     ForwardContext,
     ModelFacts,
     ReducerOutput,
@@ -39,6 +40,7 @@ __all__ = [
     "ReducerOutput",
     "ModelFacts",
     "ForwardContext",
+    "NO_CONTEXT",
     "TokenLearnerReducer",
     "TokenLearnerFuser",
     "TokenPooling",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from vidtok.models.reducers.base import ForwardContext, ReducerOutput, TokenReducer, parameter_free_scores
+from vidtok.models.reducers.base import NO_CONTEXT, ForwardContext, ReducerOutput, TokenReducer, parameter_free_scores
 
 __all__ = ["AdaptiveTokenSampling"]
 
@@ -74,18 +74,10 @@ class AdaptiveTokenSampling(TokenReducer):
         idx = torch.where(valid, idx, last)
         return idx, valid
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
-    ) -> ReducerOutput:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT) -> ReducerOutput:
         """``x`` ``(B, T, N, D)`` → ``(B, T, K, D)`` plus ``keep`` ``(B, T, K)`` (0 = padding slot); ``info``:
         ``"index"`` (source positions, -1 for padding), ``"scores"`` (the normalised significance ``(B, T, N)``)."""
+        keep, index, scores = ctx.keep, ctx.index, ctx.scores
         B, T, N, D = x.shape
         if scores is None:
             scores = parameter_free_scores(x, keep)

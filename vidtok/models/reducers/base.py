@@ -3,7 +3,7 @@
 A reducer takes the patch tokens of the current layer and returns fewer tokens, optionally a *keep* mask, and
 what a visualisation needs::
 
-    tokens (B, T, N, D) [+ keep (B, T, N), index (B, T, N), significance scores (B, T, N)]
+    tokens (B, T, N, D), ForwardContext(keep (B, T, N), index (B, T, N), scores (B, T, N), stage, grid, ...)
       └─ reducer ─► ReducerOutput(tokens (B, T', K, D), keep (B, T', K) or None, info {...})
 
 ``keep`` is a float tensor: 1 for a real token, 0 for a padding slot (variable token counts batched with padding,
@@ -38,6 +38,7 @@ __all__ = [
     "ReducerOutput",
     "ModelFacts",
     "ForwardContext",
+    "NO_CONTEXT",
     "significance_from_attn",
     "fill_masked",
     "parameter_free_scores",
@@ -62,11 +63,18 @@ class ModelFacts:
 class ForwardContext(NamedTuple):
     """What the backbone hands a reducer at its call besides the tokens; each kind reads what it needs."""
 
-    grid: tuple[int, int, int]  # (T', Hp, Wp) of the tubelet grid
+    keep: torch.Tensor | None = None  # (B, T, N) of the incoming tokens: 1 token, 0 padding / pruned (module docstring)
+    index: torch.Tensor | None = None  # (B, T, N) their source positions
+    scores: torch.Tensor | None = None  # (B, T, N) significance (needs_scores kinds)
+    stage: int = 0  # position of this call's block in at_blocks
+    grid: tuple[int, int, int] | None = None  # (T', Hp, Wp) of the tubelet grid
     video: torch.Tensor | None = None  # the model input (mixed-scale re-embeds it)
     patch_embed: nn.Module | None = None
     pos: torch.Tensor | None = None  # patch positional table (T' or 1, S, D)
     block: Callable[[torch.Tensor, int], torch.Tensor] | None = None  # block(x, T) of this stage (wraps_block kinds)
+
+
+NO_CONTEXT = ForwardContext()
 
 
 class ReducerOutput(NamedTuple):
@@ -162,16 +170,10 @@ class TokenReducer(nn.Module):
         return torch.zeros((), device=p.device if p is not None else None)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
+        self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT
     ) -> ReducerOutput:  # pragma: no cover - interface
-        """Patch tokens ``x`` ``(B, T, N, D)`` of stage ``stage`` → :class:`ReducerOutput`."""
+        """Patch tokens ``x`` ``(B, T, N, D)`` of stage ``ctx.stage`` (with their ``ctx.keep`` / ``ctx.index`` /
+        ``ctx.scores``) → :class:`ReducerOutput`."""
         raise NotImplementedError
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtok.models.reducers.base import ForwardContext, ModelFacts, ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import NO_CONTEXT, ForwardContext, ModelFacts, ReducerOutput, TokenReducer
 
 __all__ = ["DynamicViTPruning", "TokenPredictor"]
 
@@ -116,18 +116,10 @@ class DynamicViTPruning(TokenReducer):
         hard = F.one_hot(soft.argmax(-1), 2).to(soft.dtype)
         return hard - soft.detach() + soft  # straight-through
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
-    ) -> ReducerOutput:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT) -> ReducerOutput:
         """Training: same tokens plus ``keep`` ``(B, T, N)``; inference: ``(B, T, k, D)`` top-k tokens, no mask.
         ``info``: ``"scores"`` keep probability ``(B, T, N)``, ``"index"`` source positions of the output tokens."""
+        keep, index, stage = ctx.keep, ctx.index, ctx.stage
         B, T, N, D = x.shape
         if stage == 0:
             self._losses = []

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtok.models.reducers.base import ForwardContext, ModelFacts, ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import NO_CONTEXT, ForwardContext, ModelFacts, ReducerOutput, TokenReducer
 
 __all__ = ["MixedScaleTubelets", "beta_cdf", "batch_shaping_loss"]
 
@@ -132,16 +132,7 @@ class MixedScaleTubelets(TokenReducer):
             return self.gate[-1].bias.new_zeros(())
         return self.loss_weight * self._loss
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
-    ) -> ReducerOutput:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT) -> ReducerOutput:
         """``x`` fine tokens ``(B, T', N, D)`` with positions added, ``ctx`` the model input (``video``), its
         ``patch_embed``, the fine positional table ``pos`` broadcastable to ``(T', N, D)`` (or None) and the
         ``grid`` → mixed tokens ``(B, T', L, D)`` and keep.
@@ -149,7 +140,7 @@ class MixedScaleTubelets(TokenReducer):
         ``info``: ``"gate"`` ``(B, T', R)`` P(fine), ``"fine"`` ``(B, T', R)`` decisions, ``"index"`` fine position of
         each token (``N + r`` for the coarse token of region r, -1 for padding).
         """
-        if ctx is None or ctx.video is None or ctx.patch_embed is None:
+        if ctx.video is None or ctx.patch_embed is None or ctx.grid is None:
             raise ValueError("mixed_scale needs the model input and its patch embedding (ForwardContext)")
         video, patch_embed, pos = ctx.video, ctx.patch_embed, ctx.pos
         B, T, N, D = x.shape

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from vidtok.models.reducers.base import ForwardContext, ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import NO_CONTEXT, ForwardContext, ReducerOutput, TokenReducer
 
 __all__ = ["TokenPooling"]
 
@@ -70,18 +70,10 @@ class TokenPooling(TokenReducer):
     def extra_repr(self) -> str:
         return f"num_tokens={self.num_tokens}, method={self.method}, iters={self.iters}, joint={self.joint}"
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
-    ) -> ReducerOutput:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT) -> ReducerOutput:
         """``x`` ``(B, T, N, D)`` → ``(B, T, K, D)`` (``(B, 1, K, D)`` when joint); ``info["assign"]`` ``(B, T, N)``
         cluster of each input token, ``info["index"]`` the centre positions (medoids; K-means: initial centres)."""
+        keep, index, scores = ctx.keep, ctx.index, ctx.scores
         if keep is not None:
             raise ValueError("token_pooling cannot follow a reducer that masks tokens")
         B, T, N, D = x.shape

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidtok.models.reducers.base import ForwardContext, ModelFacts, ReducerOutput, TokenReducer
+from vidtok.models.reducers.base import NO_CONTEXT, ForwardContext, ModelFacts, ReducerOutput, TokenReducer
 from vidtok.models.tokenlearner import TokenFuser, TokenLearner
 
 __all__ = ["TokenLearnerReducer", "TokenLearnerFuser"]
@@ -75,20 +75,11 @@ class TokenLearnerReducer(TokenReducer):
     def extra_repr(self) -> str:
         return self.learner.extra_repr()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
-    ) -> ReducerOutput:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT) -> ReducerOutput:
         """``x`` ``(B, T', N, D)`` → learned tokens ``(B, T', S, D)`` (``(B, 1, S, D)`` when joint)."""
-        if keep is not None:
+        if ctx.keep is not None:
             raise ValueError("tokenlearner cannot follow a reducer that masks tokens")
-        grid = ctx.grid if ctx is not None else (x.shape[1], x.shape[2], 1)
+        grid = ctx.grid if ctx.grid is not None else (x.shape[1], x.shape[2], 1)
         tokens, maps = self.learner(x, grid[1:], return_maps=True)
         return ReducerOutput(tokens, None, _info(tokens, maps, grid))
 
@@ -156,22 +147,13 @@ class TokenLearnerFuser(TokenReducer):
         for f in self.fusers:
             f.reset_parameters()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        keep: torch.Tensor | None = None,
-        index: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
-        stage: int = 0,
-        ctx: ForwardContext | None = None,
-    ) -> ReducerOutput:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext = NO_CONTEXT) -> ReducerOutput:
         """``x`` ``(B, T', N, D)`` → ``x + TokenFuser(block(TokenLearner(x)), x)`` ``(B, T', N, D)``."""
-        if ctx is None or ctx.block is None:
-            raise ValueError("tokenlearner_fuser runs the block of its stage; it needs ForwardContext.block")
-        if keep is not None:
+        if ctx.block is None or ctx.grid is None:
+            raise ValueError("tokenlearner_fuser runs the block of its stage; it needs ForwardContext.block and grid")
+        if ctx.keep is not None:
             raise ValueError("tokenlearner_fuser cannot follow a reducer that masks tokens")
-        y, maps = self.learners[stage](x, ctx.grid[1:], return_maps=True)
+        y, maps = self.learners[ctx.stage](x, ctx.grid[1:], return_maps=True)
         y_out = ctx.block(y, y.shape[1])
-        out = x + self.fusers[stage](y_out, x)
-        return ReducerOutput(out, None, _info(y_out, maps, ctx.grid) if stage == 0 else {})
+        out = x + self.fusers[ctx.stage](y_out, x)
+        return ReducerOutput(out, None, _info(y_out, maps, ctx.grid) if ctx.stage == 0 else {})
