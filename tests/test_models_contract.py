@@ -172,3 +172,38 @@ def test_old_checkpoint_without_timm_keys_loads_identically(tmp_path):
     cfg = loaded.pretrained_cfg
     assert {k: cfg[k] for k in old_cfg} == old_cfg
     assert cfg["input_size"] == [3, 32, 32] and cfg["crop_pct"] == 0.8 and cfg["classifier"] == "head"
+
+
+def test_parameter_names_of_older_checkpoints_load_everywhere(tmp_path):
+    from safetensors.torch import save_file
+
+    from vidtok.engine.checkpoint import load_weights
+    from vidtok.models.vivit import _RENAMED
+
+    def older(state):  # the names a checkpoint written before the reducer / temporal-encoder modules carries
+        out = {}
+        for k, v in state.items():
+            for old, new in _RENAMED:
+                if k.startswith(new):
+                    k = old + k[len(new) :]
+                    break
+            out[k] = v
+        return out
+
+    x = clip()
+    for name, kw in (
+        ("vivit_b16x2_fe", {"depth_temporal": 1}),
+        ("vivit_ti16x2", {"class_token": "none", "token_reducer": "tokenlearner_fuser", "token_reducer_layer": 1}),
+        ("vidtok_ti", {"token_reducer_layer": 1}),
+    ):
+        src, dst = tiny(name, **kw).eval(), tiny(name, **kw).eval()
+        with torch.no_grad():
+            for p in src.parameters():  # off the shared init, so only a correct load gives equal outputs
+                p.add_(torch.randn_like(p) * 0.02)
+        old = older(src.state_dict())
+        assert old.keys() != src.state_dict().keys()
+        dst.load_state_dict(old, strict=True)  # the load_state_dict pre-hook
+        with torch.no_grad():
+            torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+        save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "w.safetensors"))
+        assert load_weights(tmp_path / "w.safetensors")[0].keys() == src.state_dict().keys()  # resume reads them too

@@ -78,7 +78,8 @@ def weights_metadata(
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file; any read problem is a :class:`CheckpointError` naming the file."""
+    """Read a safetensors file; any read problem is a :class:`CheckpointError` naming the file. Parameter names of
+    older checkpoints are mapped to the current ones (:func:`vidtok.models.vivit.upgrade_state_dict`)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -92,7 +93,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                 tensors[k] = f.get_tensor(k)
     except Exception as e:  # safetensors raises SafetensorError / OSError on truncated or garbled files
         raise CheckpointError(f"{path}: not a readable safetensors file ({exception_line(e)})") from e
-    return tensors, meta
+    from vidtok.models.vivit import upgrade_state_dict
+
+    return upgrade_state_dict(tensors), meta
 
 
 # --------------------------------------------------------------------------------------------------------------------
