@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vidtok.data.transforms import NORMALIZATION, EvalTransform, MixupCutmix, TrainTransform, to_model_input
+from vidtok.errors import ConfigError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -118,8 +119,12 @@ def test_validation_messages():
         TrainTransform(crop_size=4, scale_range=(8, 8))(torch.zeros(2, 8, 8, 3))
     with pytest.raises(ValueError, match=r"scale_range .* got \(9, 8\)"):
         TrainTransform(scale_range=(9, 8))
-    with pytest.raises(ValueError, match="num_crops must be 1 or 3, got 2"):
+    with pytest.raises(ConfigError, match="EvalTransform: test_crops must be 1 or 3, got 2"):
         EvalTransform(num_crops=2)
+    with pytest.raises(ConfigError, match="EvalTransform: short_side 20 < crop_size 24"):
+        EvalTransform(crop_size=24, short_side=20)
+    with pytest.raises(ConfigError, match=r"std must be > 0, got \[0.5, 0.0, 0.5\]"):
+        TrainTransform(std=(0.5, 0.0, 0.5))
 
 
 def test_mixup_on_5d_video_batch():

@@ -355,8 +355,10 @@ def test_torchrun_two_processes_match_one(job, tmp_path):
 def test_decode_pool_back_pressure(job):
     """A consumer that stops taking results stops the workers from being given more files (bounded memory)."""
     from vidtok.engine.infer_workers import DecodePool, ViewSpec
+    from vidtok.preprocessing import Preprocessing
 
-    spec = ViewSpec(mode="uniform", num_frames=4, frame_stride=2, crop_size=32, short_side=40, backend="pyav")
+    prep = Preprocessing(num_frames=4, frame_stride=2, crop_size=32, short_side=40)
+    spec = ViewSpec(mode="uniform", prep=prep, backend="pyav")
     paths = [str(job["good"][0])] * 12
     with DecodePool(paths, spec, num_workers=1, max_buffered=2) as pool:
         first = pool.get()

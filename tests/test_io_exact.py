@@ -214,8 +214,10 @@ def test_decoding_views_does_not_import_torchvision(sample_videos):
 
     path = next(p for p in sample_videos if p.stem == "carphone_pristine")
     code = (
-        "import sys; from vidtok.engine.infer_workers import ViewSpec, prepare_views; "
-        "spec = ViewSpec(mode='uniform', num_frames=4, frame_stride=2, crop_size=64, short_side=72, clips=2, crops=1, "
+        "import sys; from vidtok.preprocessing import Preprocessing; "
+        "from vidtok.engine.infer_workers import ViewSpec, prepare_views; "
+        "prep = Preprocessing(num_frames=4, frame_stride=2, crop_size=64, short_side=72); "
+        "spec = ViewSpec(mode='uniform', prep=prep, clips=2, crops=1, "
         f"backend='auto'); info, v = prepare_views({str(path)!r}, spec); assert v.shape == (2, 3, 4, 64, 64), v.shape; "
         "print(sorted(m for m in sys.modules if m.startswith(('torchvision', 'torch._dynamo', 'torchcodec'))))"
     )

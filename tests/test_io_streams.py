@@ -269,6 +269,7 @@ def test_stream_choice_reaches_datasets_and_inference(video_fixture):
     from vidtok.config import load_config, validate_config
     from vidtok.data.datasets import VideoClipDataset
     from vidtok.engine.infer_workers import ViewSpec, prepare_views
+    from vidtok.preprocessing import Preprocessing
 
     path, _ = video_fixture("two_streams")
     from vidtok.errors import ConfigError
@@ -292,9 +293,8 @@ def test_stream_choice_reaches_datasets_and_inference(video_fixture):
         clips = uniform_clips(n, 1.0, clip_len=4, frame_stride=2, num_clips=2)
         want = oracle(path, stream)[torch.cat([c.indices for c in clips]).numpy()].reshape(2, 4, h, w, 3)
         assert np.array_equal(item["video"].numpy(), want)
-        spec = ViewSpec(
-            mode="uniform", num_frames=4, frame_stride=2, crop_size=32, short_side=40, clips=2, stream=stream
-        )
+        prep = Preprocessing(num_frames=4, frame_stride=2, crop_size=32, short_side=40)
+        spec = ViewSpec(mode="uniform", prep=prep, clips=2, stream=stream)
         info, views = prepare_views(str(path), spec)
         assert info["num_frames"] == n and views.shape == (2, 3, 4, 32, 32)
     with pytest.raises(ValueError, match="stream >= 0"):

@@ -16,7 +16,7 @@ from tests._data_util import small_synth
 from vidtok.cli import cli
 
 LINE = re.compile(r"^train: step (\d+)/(\d+) \(\d+%\), loss [\d.]+, lr [\d.e+-]+, [\d.]+ clips/s, [\d:]+ elapsed")
-TRAIN = ["model.extra={depth: 2, embed_dim: 32, num_heads: 2, token_reducer_layer: 1}", "model.num_frames=4"]
+TRAIN = ["model.extra={depth: 2, embed_dim: 32, num_heads: 2, token_reducer_layer: 1}"]
 TRAIN += ["data.crop_size=32", "data.scale_range=[32, 36]", "data.test_short_side=32", "data.num_workers=0"]
 TRAIN += ["data.batch_size=4", "data.hflip=false", "train.device=cpu", "train.warmup_steps=1"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidtok.config import load_config
+from vidtok.config import load_config, resolved_model_config
 from vidtok.errors import ConfigError
 from vidtok.models import create_model, describe_model, list_models, register_model
 from vidtok.models.registry import _MODEL_ENTRYPOINTS
@@ -151,12 +151,13 @@ def test_one_yaml_per_model(name):
     assert cfg.model.name == name
     with torch.device("meta"):
         m = create_model(name)
-    assert cfg.model.num_frames == m.num_frames and cfg.data.num_frames == m.num_frames
+    assert resolved_model_config(cfg).num_frames == m.num_frames and cfg.data.num_frames == m.num_frames
+    assert (cfg.data.crop_size, cfg.data.crop_size) == tuple(m.img_size)
 
 
 def test_describe_model_uses_config():
-    cfg = load_config(CONFIGS / "vidtok_ti.yaml", ["model.img_size=64", "model.num_frames=8", "model.extra={depth: 6}"])
-    d = describe_model("vidtok_ti", cfg.model)
+    cfg = load_config(CONFIGS / "vidtok_ti.yaml", ["data.crop_size=64", "data.num_frames=8", "model.extra={depth: 6}"])
+    d = describe_model("vidtok_ti", resolved_model_config(cfg))
     assert d["model"] == "vidtok_ti"
     assert "1×3×8×64×64" in d["input"]
     assert d["params"].endswith(")") and "M" in d["params"]

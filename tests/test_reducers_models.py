@@ -196,9 +196,10 @@ def test_reducer_from_yaml_config_and_checkpoint_roundtrip(tmp_path):
 
     cfg_path = tmp_path / "ats.yaml"
     cfg_path.write_text(
-        "model:\n  name: vidtok_ti\n  num_classes: 3\n  num_frames: 4\n  img_size: 64\n"
+        "model:\n  name: vidtok_ti\n  num_classes: 3\n"
         "  extra:\n    depth: 2\n    embed_dim: 32\n    num_heads: 2\n"
         "    token_reducer: {kind: ats, at_block: 1, num_tokens: 6}\n"
+        "data:\n  num_frames: 4\n  crop_size: 64\n"
     )
     cfg = load_config(cfg_path)
     model = build_model_from_config(cfg).eval()
@@ -215,11 +216,12 @@ def test_reducer_from_yaml_config_and_checkpoint_roundtrip(tmp_path):
 
 @pytest.mark.parametrize("kind", list(REDUCERS))
 def test_describe_model_names_the_reducer(kind):
+    from vidtok.config import resolved_model_config
     from vidtok.models import describe_model
 
-    cfg = load_config(None, ["model.name=vivit_ti16x2", "model.img_size=64", "model.num_frames=4"])
+    cfg = load_config(None, ["model.name=vivit_ti16x2", "data.crop_size=64", "data.num_frames=4"])
     cfg.model.extra = {"depth": 3, "embed_dim": 32, "num_heads": 2, "token_reducer": REDUCERS[kind]}
-    d = describe_model("vivit_ti16x2", cfg.model)
+    d = describe_model("vivit_ti16x2", resolved_model_config(cfg))
     assert kind in d["tokens"] and float(d["flops"].split()[0]) >= 0
 
 

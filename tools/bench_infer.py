@@ -129,10 +129,11 @@ def main() -> None:
     from vidtok.data.clip_sampling import uniform_clips
     from vidtok.data.transforms import EvalTransform
     from vidtok.engine.device import amp_dtype, resolve_device
-    from vidtok.engine.infer import _normalizer, classify, cpu_streams, parse_views
+    from vidtok.engine.infer import classify, cpu_streams, parse_views
     from vidtok.engine.infer_workers import ViewSpec, prepare_views
     from vidtok.io import open_video, resolve_backend
     from vidtok.models.hub import save_model
+    from vidtok.preprocessing import Preprocessing
 
     paths = make_videos(Path(args.data), args.videos)
     clips, crops = parse_views(args.views)
@@ -155,7 +156,8 @@ def main() -> None:
     ckpt = save_model(model, tmp / "model.safetensors", pretrained_cfg=cfg)
     model = model.eval().to(device)
     amp = amp_dtype("auto", device)
-    norm = _normalizer({"mean": cfg["mean"], "std": cfg["std"]}, device)
+    prep = Preprocessing.from_pretrained_cfg(cfg)
+    norm = prep.normalizer(device)
     n_views = len(paths) * clips * crops
 
     def sync() -> None:
@@ -170,10 +172,7 @@ def main() -> None:
     # warm-up (allocator, kernels, lazy imports) so no mode pays it
     spec = ViewSpec(
         mode="uniform",
-        num_frames=args.num_frames,
-        frame_stride=args.frame_stride,
-        crop_size=args.crop,
-        short_side=args.short_side,
+        prep=prep,
         clips=clips,
         crops=crops,
         backend=backend,

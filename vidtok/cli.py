@@ -228,7 +228,9 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
         from vidtok.models import describe_model
 
         click.echo("")
-        for k, v in describe_model(model_name, cfg.model if cfg is not None else None).items():
+        from vidtok.config import resolved_model_config
+
+        for k, v in describe_model(model_name, resolved_model_config(cfg) if cfg is not None else None).items():
             click.echo(f"{k:<{width}}  {v}")
 
 

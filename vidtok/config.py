@@ -45,6 +45,7 @@ __all__ = [
     "recipe_path",
     "validate_config",
     "check_config_paths",
+    "resolved_model_config",
     "read_text",
     "parse_yaml",
     "check_device",
@@ -94,8 +95,10 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
 class ModelConfig:
     name: str = "vidtok_ti"  # registry name (`vidtok.list_models()`)
     num_classes: int = 400  # Kinetics-400 unless the data says otherwise (the trainer sets it from the class list)
-    num_frames: int = 16  # input frames per clip; tubelets of 2 frames give T' = 8
-    img_size: int = 224  # crop size the positional embeddings are built for
+    # The model's input size is data.num_frames x data.crop_size (one source of truth); these two keys are accepted
+    # when they agree with it (older recipes and checkpoints carry them) and refused when they do not.
+    num_frames: int | None = None  # null: data.num_frames
+    img_size: int | None = None  # null: data.crop_size
     attn_backend: str = "auto"  # spacetime_attention backend: auto | triton | sdpa | math
     drop_path_rate: float = 0.0  # stochastic depth; ViViT fine-tuning uses 0.1-0.3
     dropout: float = 0.0  # dropout before the head
@@ -315,8 +318,13 @@ def validate_config(cfg: Config, source: str | None = None) -> Config:
         bad("model.name", "must name a registry model (see `vidtok info`)")
     check_choice(m.attn_backend, ATTN_BACKENDS, "model.attn_backend")
     num("model.num_classes", m.num_classes, 1)
-    num("model.num_frames", m.num_frames, 1)
-    num("model.img_size", m.img_size, 1)
+    for mkey, dkey in (("num_frames", "num_frames"), ("img_size", "crop_size")):
+        mv, dv = getattr(m, mkey), getattr(d, dkey)
+        if mv is not None and mv != dv:
+            bad(
+                f"model.{mkey}",
+                f"{mv} disagrees with data.{dkey}={dv} (the data decides the model's input; drop model.{mkey})",
+            )
     num("model.drop_path_rate", m.drop_path_rate, 0, 1, hi_open=True)
     num("model.dropout", m.dropout, 0, 1, hi_open=True)
 
@@ -379,6 +387,12 @@ def validate_config(cfg: Config, source: str | None = None) -> Config:
     if "jsonl" not in t.log_to:
         bad("train.log_to", f"must include jsonl (vidtok plot and --resume read metrics.jsonl), got {list(t.log_to)}")
     return cfg
+
+
+def resolved_model_config(cfg: Config) -> ModelConfig:
+    """``cfg.model`` with its input size filled in from the data (``num_frames`` = data.num_frames, ``img_size`` =
+    data.crop_size): the model a run builds."""
+    return dataclasses.replace(cfg.model, num_frames=cfg.data.num_frames, img_size=cfg.data.crop_size)
 
 
 def check_config_paths(cfg: Config) -> None:

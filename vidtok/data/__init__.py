@@ -41,6 +41,7 @@ _LAZY = {
         "vidtok.data.clip_sampling",
     ),
     **dict.fromkeys(["MOTIONS", "make_synthetic_dataset"], "vidtok.data.synthetic"),
+    "Preprocessing": "vidtok.preprocessing",
     **dict.fromkeys(
         ["NORMALIZATION", "EvalTransform", "MixupCutmix", "TrainTransform", "build_transforms"],
         "vidtok.data.transforms",

@@ -26,6 +26,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from vidtok.io.backends.common import short_side_size
+from vidtok.preprocessing import Preprocessing, normalize
+
 __all__ = ["TrainTransform", "EvalTransform", "MixupCutmix", "build_transforms", "to_model_input", "NORMALIZATION"]
 
 # Named mean/std presets; the model's pretrained_cfg / DataConfig decides which one a run uses.
@@ -43,25 +46,9 @@ def _check_frames(frames: torch.Tensor) -> None:
         raise ValueError(f"expected uint8 frames, got {frames.dtype}")
 
 
-def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values each, got mean={tuple(mean)} std={tuple(std)}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std must be > 0, got {tuple(std)}")
-
-
 def to_model_input(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 ``(T, C, H, W)`` -> normalised, contiguous float32 ``(C, T, H, W)``: ``(x / 255 - mean) / std``."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32).view(3, 1, 1, 1)
-    x = video.permute(1, 0, 2, 3).contiguous().to(torch.float32)  # (C, T, H, W)
-    return torch.addcmul(shift, x, scale)
-
-
-def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
-    if h <= w:
-        return short, max(int(round(w * short / h)), 1)
-    return max(int(round(h * short / w)), 1), short
+    return normalize(video.permute(1, 0, 2, 3).contiguous(), mean, std)
 
 
 class TrainTransform:
@@ -99,11 +86,11 @@ class TrainTransform:
         lo, hi = scale_range
         if not (1 <= lo <= hi):
             raise ValueError(f"scale_range must be (min, max) with 1 <= min <= max, got {tuple(scale_range)}")
-        _check_mean_std(mean, std)
+        prep = Preprocessing(mean=mean, std=std, crop_size=crop_size)  # checks mean / std
         self.crop_size = crop_size
         self.scale_range = (int(lo), int(hi))
         self.hflip = hflip
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std = prep.mean, prep.std
         self.randaugment = (
             v2.RandAugment(num_ops=randaugment_ops, magnitude=randaugment_magnitude) if randaugment else None
         )
@@ -113,7 +100,7 @@ class TrainTransform:
         lo, hi = self.scale_range
         short = int(torch.randint(lo, hi + 1, (1,), generator=generator))
         short = max(short, self.crop_size)  # never crop more than the resized frame holds
-        rh, rw = _short_side_size(height, width, short)
+        rh, rw = short_side_size(height, width, short)
         top = int(torch.randint(rh - self.crop_size + 1, (1,), generator=generator))
         left = int(torch.randint(rw - self.crop_size + 1, (1,), generator=generator))
         sy, sx = height / rh, width / rw  # resized -> input coordinates
@@ -147,7 +134,8 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Testing: resize the short side, then a centre crop or three crops along the long side.
+    """Testing: :meth:`Preprocessing.eval_views <vidtok.preprocessing.Preprocessing.eval_views>`, i.e. resize the
+    short side, then a centre crop or three crops along the long side, normalised.
 
     Args:
         crop_size: output height and width.
@@ -155,6 +143,7 @@ class EvalTransform:
         num_crops: 1 (centre) or 3 (start, centre, end of the long side, as PySlowFast's multi-crop test).
         mean: per-channel mean of [0, 1] pixels.
         std: per-channel std.
+        preprocessing: all of the above as one object (the other arguments are then ignored).
     """
 
     def __init__(
@@ -165,60 +154,42 @@ class EvalTransform:
         num_crops: int = 1,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
+        preprocessing: Preprocessing | None = None,
     ):
-        if num_crops not in (1, 3):
-            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
-        if crop_size < 1 or short_side < crop_size:
-            raise ValueError(f"need 1 <= crop_size <= short_side, got crop_size={crop_size} short_side={short_side}")
-        _check_mean_std(mean, std)
-        self.crop_size, self.short_side, self.num_crops = crop_size, short_side, num_crops
-        self.mean, self.std = tuple(mean), tuple(std)
+        prep = preprocessing or Preprocessing(
+            mean=mean, std=std, crop_size=crop_size, short_side=short_side, test_crops=num_crops
+        )
+        self.prep = prep.check("EvalTransform")
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 ``(T, H, W, 3)`` -> float32 ``(num_crops, 3, T, crop, crop)``. ``generator`` is unused."""
         _check_frames(frames)
-        video = frames.permute(0, 3, 1, 2)  # (T, C, H, W)
-        h, w = video.shape[-2:]
-        rh, rw = _short_side_size(h, w, self.short_side)
-        video = F.resize(video, [rh, rw], antialias=True)
-        c = self.crop_size
-        cy, cx = (rh - c) // 2, (rw - c) // 2
-        if self.num_crops == 1:
-            boxes = [(cy, cx)]
-        elif rh > rw:  # portrait: crops along the height
-            boxes = [(0, cx), (cy, cx), (rh - c, cx)]
-        else:
-            boxes = [(cy, 0), (cy, cx), (cy, rw - c)]
-        views = [to_model_input(video[..., y : y + c, x : x + c], self.mean, self.std) for y, x in boxes]
-        return torch.stack(views)  # (num_crops, C, T, c, c)
+        return self.prep.eval_views(frames)
 
     def __repr__(self) -> str:
+        p = self.prep
         return (
-            f"EvalTransform(crop_size={self.crop_size}, short_side={self.short_side}, num_crops={self.num_crops}, "
-            f"mean={self.mean}, std={self.std})"
+            f"EvalTransform(crop_size={p.crop_size}, short_side={p.short_side}, num_crops={p.test_crops}, "
+            f"mean={p.mean}, std={p.std})"
         )
 
 
 def build_transforms(data_cfg, train: bool) -> TrainTransform | EvalTransform:
-    """The transform a :class:`~vidtok.config.DataConfig` describes, for training or testing."""
+    """The transform a :class:`~vidtok.config.DataConfig` describes, for training or testing; both take sizes and
+    normalisation from the config's :class:`~vidtok.preprocessing.Preprocessing`."""
+    prep = Preprocessing.from_data_config(data_cfg)
     if train:
         return TrainTransform(
-            crop_size=data_cfg.crop_size,
+            crop_size=prep.crop_size,
             scale_range=tuple(data_cfg.scale_range),
             hflip=data_cfg.hflip,
             randaugment=data_cfg.randaugment,
             randaugment_ops=data_cfg.randaugment_ops,
             randaugment_magnitude=data_cfg.randaugment_magnitude,
-            mean=data_cfg.mean,
-            std=data_cfg.std,
+            mean=prep.mean,
+            std=prep.std,
         )
-    return EvalTransform(
-        crop_size=data_cfg.crop_size,
-        short_side=data_cfg.test_short_side,
-        num_crops=data_cfg.test_crops,
-        mean=data_cfg.mean,
-        std=data_cfg.std,
-    )
+    return EvalTransform(preprocessing=prep)
 
 
 class MixupCutmix:

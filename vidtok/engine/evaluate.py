@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -240,6 +241,7 @@ def evaluate_checkpoint(
     from vidtok.errors import ConfigError
     from vidtok.models import load_model
     from vidtok.models.hub import resolve_checkpoint_path
+    from vidtok.preprocessing import Preprocessing
 
     ckpt_path = resolve_checkpoint_path(checkpoint)
     dev = resolve_device(device, key="--device")
@@ -251,14 +253,15 @@ def evaluate_checkpoint(
         cfg = config_from_dict(model.checkpoint_config, source=str(ckpt_path))
     else:
         cfg = Config()
-    d = cfg.data
-    d.num_frames, d.frame_stride, d.crop_size = pc["num_frames"], pc["frame_stride"], pc["crop_size"]
-    d.test_short_side = pc["short_side"]
+    prep = Preprocessing.from_pretrained_cfg(pc)
+    prep = prep.replace(
+        test_clips=clips if clips is not None else prep.test_clips,
+        test_crops=crops if crops is not None else prep.test_crops,
+    )
+    cfg.data = d = dataclasses.replace(cfg.data, **prep.data_config_fields())
+    cfg.model.num_frames = cfg.model.img_size = None  # the checkpoint's model is evaluated, not cfg.model
     if d.scale_range[0] < d.crop_size:  # training-only jitter, kept consistent with the checkpoint's crop
         d.scale_range = (d.crop_size, max(d.scale_range[1], d.crop_size))
-    d.mean, d.std = tuple(pc["mean"]), tuple(pc["std"])
-    d.test_clips = clips if clips is not None else pc["test_clips"]
-    d.test_crops = crops if crops is not None else pc["test_crops"]
     d.batch_size, d.num_workers = batch_size, num_workers
     if data is not None:
         d.val = str(data)

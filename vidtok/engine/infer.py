@@ -58,6 +58,7 @@ from vidtok.engine.infer_schedule import RateProgress, Scheduler, cpu_streams
 from vidtok.engine.infer_workers import DecodePool, ViewSpec
 from vidtok.errors import ConfigError, VidtokError
 from vidtok.logs import get_logger
+from vidtok.preprocessing import Preprocessing
 
 ENGINES = ("local", "ray")
 
@@ -122,8 +123,7 @@ def load_for_inference(checkpoint: str | os.PathLike | nn.Module) -> tuple[nn.Mo
 
         model = load_model(checkpoint)
     cfg = make_pretrained_cfg(model)
-    if cfg["short_side"] < cfg["crop_size"]:
-        raise ConfigError(f"checkpoint preprocessing: short_side {cfg['short_side']} < crop_size {cfg['crop_size']}")
+    Preprocessing.from_pretrained_cfg(cfg).check("checkpoint preprocessing")
     return model.eval(), cfg
 
 
@@ -150,16 +150,6 @@ class _Dist:
 
 # --------------------------------------------------------------------------------------------------------------------
 # The shared loop: decode pool -> cross-video batches -> model -> per-video callback
-
-
-def _normalizer(cfg: dict, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0
-    inv_std = 1.0 / (torch.tensor(cfg["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) * 255.0)
-
-    def norm(x: torch.Tensor) -> torch.Tensor:  # uint8 (B, 3, T, H, W) -> float32, same as (x / 255 - m) / s
-        return x.to(torch.float32).sub_(mean).mul_(inv_std)  # in place: one float copy of the batch, not three
-
-    return norm
 
 
 def _run_loop(
@@ -304,6 +294,7 @@ class InferJob:
         if self.dist.world > 1 and out is None:
             raise ConfigError("several processes (torchrun) need --out to merge their results", key="out")
         self.model, self.cfg = load_for_inference(checkpoint)
+        self.prep = Preprocessing.from_pretrained_cfg(self.cfg)
         self.counts = {"ok": 0, "error": 0}
         self.files: list[str] = []
         self.todo: list[str] = []
@@ -378,12 +369,12 @@ class InferJob:
         """``make_forward(device)``: the model moved there, and a call on a uint8 batch (normalised on the device,
         under autocast when ``--amp`` asks) that returns ``compute(model, x)``. It closes over the model and the
         preprocessing only: the Ray engine ships it to each replica."""
-        model, cfg, amp = self.model, self.cfg, self.opts.amp
+        model, prep, amp = self.model, self.prep, self.opts.amp
 
         def make(dev: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
             model.to(dev)
             dtype = amp_dtype(amp, dev, key="--amp")
-            norm = _normalizer(cfg, dev)
+            norm = prep.normalizer(dev)
 
             @torch.inference_mode()
             def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -455,11 +446,9 @@ class InferJob:
 
 
 def _view_spec(job: InferJob, mode: str, clips: int, crops: int, **kw: Any) -> ViewSpec:
-    c = job.cfg
     return ViewSpec(
-        mode=mode, num_frames=c["num_frames"], frame_stride=c["frame_stride"], crop_size=c["crop_size"],
-        short_side=c["short_side"], clips=clips, crops=crops, backend=job.backend, stream=job.opts.stream, **kw,
-    )  # fmt: skip
+        mode=mode, prep=job.prep, clips=clips, crops=crops, backend=job.backend, stream=job.opts.stream, **kw
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------

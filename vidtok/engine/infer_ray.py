@@ -93,7 +93,7 @@ def _decode(batch: dict[str, np.ndarray], *, spec: ViewSpec, timeout: float) -> 
 
     paths = [str(p) for p in batch["path"]]
     tids = [int(t) for t in batch["tid"]]
-    empty = np.zeros((1, 3, spec.num_frames, spec.crop_size, spec.crop_size), np.uint8)
+    empty = np.zeros((1, 3, spec.prep.num_frames, spec.prep.crop_size, spec.prep.crop_size), np.uint8)
     with DecodePool(paths, spec, num_workers=1, timeout=timeout, max_buffered=2) as pool:
         for _ in paths:
             i, _path, result = pool.get()

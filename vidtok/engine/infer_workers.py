@@ -11,8 +11,12 @@ and preprocessing in worker processes, overlapped with the model) with one super
 * notices a worker that died (segfault, ``os._exit``, OOM kill), reports its current file as failed, requeues the
   files it had not started, and starts a replacement.
 
-Workers send uint8 views ``(V, 3, T, crop, crop)``; the parent normalises them on the device, so the pipe carries a
-quarter of the bytes of float32 clips.
+Workers send uint8 views ``(V, 3, T, crop, crop)`` cut by the checkpoint's
+:class:`~vidtok.preprocessing.Preprocessing`; the parent normalises them on the device with the same object
+(``prep.normalizer(device)``), so the pipe carries a quarter of the bytes of float32 clips::
+
+    path ─► open_video(short_side=prep.short_side) ─► clip indices (uniform / sliding) ─► frames decoded once
+         ─► prep.cut_views ─► uint8 (V, 3, T, c, c) ─► pipe ─► parent: prep.normalizer(device) ─► model
 
 Testing hook: ``VIDTOK_INFER_FAULT_HOOK=module:function`` makes every worker call ``function(path)`` before
 decoding a file (tests use it to simulate a decoder that hangs or kills the process on chosen files).
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from vidtok.errors import exception_line
+from vidtok.preprocessing import Preprocessing
 
 __all__ = ["ViewSpec", "prepare_views", "DecodePool", "FAULT_HOOK_ENV"]
 
@@ -51,7 +56,7 @@ class ViewSpec:
         mode: "uniform" (classify / per-video embed: ``clips`` uniform windows x ``crops`` spatial crops) or
             "sliding" (embed: windows of ``window`` s every ``hop`` s, ``num_frames`` frames spread over each, or
             the model's own clip length at ``frame_stride`` when ``window`` is None).
-        num_frames, frame_stride, crop_size, short_side: the checkpoint's preprocessing.
+        prep: the checkpoint's preprocessing (frames, stride, short side, crop, normalisation).
         clips, crops: views of "uniform".
         window, hop: seconds, for "sliding".
         backend: video decoder for ``vidtok.open_video``.
@@ -59,10 +64,7 @@ class ViewSpec:
     """
 
     mode: str
-    num_frames: int
-    frame_stride: int
-    crop_size: int
-    short_side: int
+    prep: Preprocessing
     clips: int = 1
     crops: int = 1
     window: float | None = None
@@ -74,24 +76,15 @@ class ViewSpec:
 def _clips_for(spec: ViewSpec, n: int, fps: float):
     from vidtok.data.clip_sampling import sliding_clips, uniform_clips
 
+    t, stride = spec.prep.num_frames, spec.prep.frame_stride
     if spec.mode == "uniform":
-        return uniform_clips(n, fps, clip_len=spec.num_frames, frame_stride=spec.frame_stride, num_clips=spec.clips)
+        return uniform_clips(n, fps, clip_len=t, frame_stride=stride, num_clips=spec.clips)
     if spec.window is None:  # the model's own clip length, back to back (or every `hop` s)
-        win = (spec.num_frames - 1) * spec.frame_stride + 1
+        win = (t - 1) * stride + 1
         hop = max(int(round(spec.hop * fps)), 1) if spec.hop is not None else win
-        return sliding_clips(n, fps, window=win, hop=hop, unit="frames", clip_len=spec.num_frames)
+        return sliding_clips(n, fps, window=win, hop=hop, unit="frames", clip_len=t)
     hop = spec.hop if spec.hop is not None else spec.window
-    return sliding_clips(n, fps, window=spec.window, hop=hop, unit="seconds", clip_len=spec.num_frames)
-
-
-def _crop_boxes(rh: int, rw: int, c: int, crops: int) -> list[tuple[int, int]]:
-    # same geometry as vidtok.data.transforms.EvalTransform (centre, or start / centre / end of the long side)
-    cy, cx = (rh - c) // 2, (rw - c) // 2
-    if crops == 1:
-        return [(cy, cx)]
-    if rh > rw:
-        return [(0, cx), (cy, cx), (rh - c, cx)]
-    return [(cy, 0), (cy, cx), (cy, rw - c)]
+    return sliding_clips(n, fps, window=spec.window, hop=hop, unit="seconds", clip_len=t)
 
 
 def prepare_views(path: str, spec: ViewSpec) -> tuple[dict, np.ndarray]:
@@ -99,17 +92,19 @@ def prepare_views(path: str, spec: ViewSpec) -> tuple[dict, np.ndarray]:
 
     Returns:
         info: {"duration": seconds, "clips": [[start_s, end_s], ...] one per temporal clip, "num_frames", "fps"}
-        views: uint8 ``(V, 3, T, crop, crop)``, V = clips x crops, clip-major. Normalising (``x / 255 - mean) / std``)
-            gives exactly what ``vidtok.data.transforms.EvalTransform`` returns for the same frames.
+        views: uint8 ``(V, 3, T, crop, crop)``, V = clips x crops, clip-major (:meth:`Preprocessing.cut_views`);
+            ``spec.prep.normalize`` of them is exactly what ``Preprocessing.eval_views`` (the dataset's
+            ``EvalTransform``, ``vidtok viz``) returns for the same frames.
     """
     import torch
 
     from vidtok.errors import VideoDecodeError
     from vidtok.io import open_video
 
-    # Decode-time resize: the reader resizes the frames it decoded (torchvision's antialiased resize, the same as
-    # EvalTransform) before handing them over, so full-resolution frames are never gathered twice.
-    with open_video(path, spec.backend, stream=spec.stream, short_side=spec.short_side) as video:
+    prep = spec.prep
+    # Decode-time resize: the reader resizes the frames it decoded (Preprocessing.resize's function) before handing
+    # them over, so full-resolution frames are never gathered twice.
+    with open_video(path, spec.backend, stream=spec.stream, short_side=prep.short_side) as video:
         meta = video.metadata
         n, fps = int(meta.num_frames), float(meta.fps or 0.0)
         if n < 1:
@@ -120,16 +115,8 @@ def prepare_views(path: str, spec: ViewSpec) -> tuple[dict, np.ndarray]:
         flat = torch.cat([c.indices for c in clips])  # (sum T,)
         uniq, inverse = torch.unique(flat, return_inverse=True)
         frames = video.get_frames(uniq.tolist())  # (U, rh, rw, 3) uint8, each frame decoded once
-    rh, rw = frames.shape[1:3]
-    c, t = spec.crop_size, spec.num_frames
-    boxes = _crop_boxes(rh, rw, c, spec.crops if spec.mode == "uniform" else 1)
-    out = np.empty((len(clips), len(boxes), 3, t, c, c), np.uint8)
-    src = frames.numpy()  # (U, rh, rw, 3)
-    for ci, rows in enumerate(inverse.view(len(clips), t).tolist()):
-        for b, (y, x) in enumerate(boxes):
-            # (T, c, c, 3) -> (3, T, c, c); NumPy's strided copy is ~3x faster than torch's for this uint8 transpose
-            np.copyto(out[ci, b], src[rows, y : y + c, x : x + c].transpose(3, 0, 1, 2))
-    out = out.reshape(-1, 3, t, c, c)  # (V, 3, T, c, c), clip-major
+    rows = inverse.view(len(clips), prep.num_frames).tolist()
+    out = prep.cut_views(frames, rows, spec.crops if spec.mode == "uniform" else 1)
     duration = float(meta.duration) if meta.duration else n / fps
     info = {
         "duration": duration,

@@ -40,7 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidtok.config import Config, check_config_paths, config_to_dict, dump_config, validate_config
+from vidtok.config import (
+    Config,
+    check_config_paths,
+    config_to_dict,
+    dump_config,
+    resolved_model_config,
+    validate_config,
+)
 from vidtok.engine import checkpoint as ckpt
 from vidtok.engine.device import autocast
 from vidtok.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
@@ -211,17 +218,15 @@ def _build_datasets(cfg: Config, train_dataset, val_dataset, run_dir: Path):
 
 
 def _sync_model_config(cfg: Config, class_names: list[str]) -> None:
-    """The data decides what the model sees: class count, frames and crop size."""
+    """The data decides the class count (frames and crop size: :func:`~vidtok.config.resolved_model_config`)."""
     if class_names:
         cfg.model.num_classes = len(class_names)
-    cfg.model.num_frames = cfg.data.num_frames
-    cfg.model.img_size = cfg.data.crop_size
 
 
 def build_model_from_config(cfg: Config) -> nn.Module:
     from vidtok.models import create_model
 
-    m = cfg.model
+    m = resolved_model_config(cfg)
     keys = ("num_classes", "num_frames", "img_size", "attn_backend", "drop_path_rate", "dropout")
     return create_model(m.name, **{k: getattr(m, k) for k in keys}, **m.extra)
 
@@ -302,18 +307,9 @@ def _check_resume_compatible(path: Path, state: dict, cfg: Config, model: nn.Mod
 
 
 def _pretrained_cfg(cfg: Config, class_names: list[str]) -> dict:
-    d = cfg.data
-    return {
-        "mean": list(d.mean),
-        "std": list(d.std),
-        "num_frames": d.num_frames,
-        "frame_stride": d.frame_stride,
-        "crop_size": d.crop_size,
-        "short_side": d.test_short_side,
-        "test_clips": d.test_clips,
-        "test_crops": d.test_crops,
-        "class_names": list(class_names),
-    }
+    from vidtok.preprocessing import Preprocessing
+
+    return {**Preprocessing.from_data_config(cfg.data).to_pretrained_cfg(), "class_names": list(class_names)}
 
 
 def _save_final(model: nn.Module, path: Path, pretrained_cfg: dict, config: dict) -> Path:

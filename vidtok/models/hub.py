@@ -48,8 +48,9 @@ __all__ = [
 FORMAT = "vidtok"
 FORMAT_VERSION = "1"
 
-# Preprocessing a checkpoint expects. The defaults are ViViT's: pixels scaled to [-1, 1], 32 frames every 2nd frame,
-# 224 centre crop after resizing the short side to 256, 4 temporal views x 1 crop at test time.
+# Preprocessing a checkpoint expects: vidtok.preprocessing.Preprocessing's defaults (ViViT's: pixels scaled to
+# [-1, 1], 32 frames every 2nd frame, 224 centre crop after resizing the short side to 256, 4 temporal views x 1 crop
+# at test time), no class names.
 DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
     "mean": [0.5, 0.5, 0.5],
     "std": [0.5, 0.5, 0.5],
@@ -59,6 +60,7 @@ DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
     "short_side": 256,
     "test_clips": 4,
     "test_crops": 1,
+    "interpolation": "bilinear",
     "class_names": [],
 }
 # timm's model contract: keys timm's data-config resolution and tools read. They are derived from the keys above every
@@ -70,39 +72,40 @@ _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
 
 
 def make_pretrained_cfg(model: nn.Module | None = None, **overrides: Any) -> dict[str, Any]:
-    """A complete ``pretrained_cfg``: defaults, then ``model.pretrained_cfg`` and ``model`` sizes, then overrides,
-    then timm's keys derived from them (:data:`TIMM_KEYS`: ``input_size`` (C, H, W), ``interpolation``,
-    ``crop_pct`` = crop_size / short_side, ``first_conv``, ``classifier``, ``num_classes``).
+    """A complete ``pretrained_cfg``, the one place the dict is built: defaults, then ``model`` sizes and
+    ``model.pretrained_cfg``, then overrides, read through :class:`~vidtok.preprocessing.Preprocessing`; then
+    ``class_names`` and timm's keys derived from them (:data:`TIMM_KEYS`: ``input_size`` (C, H, W),
+    ``interpolation``, ``crop_pct`` = crop_size / short_side, ``first_conv``, ``classifier``, ``num_classes``).
 
     ``num_frames`` and ``crop_size`` default to the model's own ``model_kwargs`` (``num_frames`` / ``img_size``) when
     present, so a checkpoint of a 16-frame 160² model says so even if nobody filled them in.
     """
-    cfg = json.loads(json.dumps(DEFAULT_PRETRAINED_CFG))  # deep copy
+    from vidtok.preprocessing import Preprocessing
+
+    cfg: dict[str, Any] = {}
     if model is not None:
         kwargs = getattr(model, "model_kwargs", None) or {}
         if "num_frames" in kwargs:
-            cfg["num_frames"] = int(kwargs["num_frames"])
+            cfg["num_frames"] = kwargs["num_frames"]
         if "img_size" in kwargs and isinstance(kwargs["img_size"], int):
-            cfg["crop_size"] = int(kwargs["img_size"])
+            cfg["crop_size"] = kwargs["img_size"]
         cfg.update(dict(getattr(model, "pretrained_cfg", None) or {}))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    cfg["mean"] = [float(v) for v in cfg["mean"]]
-    cfg["std"] = [float(v) for v in cfg["std"]]
-    cfg["class_names"] = [str(c) for c in cfg.get("class_names") or []]
-    for key in ("num_frames", "frame_stride", "crop_size", "short_side", "test_clips", "test_crops"):
-        cfg[key] = int(cfg[key])
+    prep = Preprocessing.from_pretrained_cfg(cfg)
+    out = prep.to_pretrained_cfg()
+    interpolation = out.pop("interpolation")
+    out["class_names"] = [str(c) for c in cfg.get("class_names") or []]
+    out.update({k: v for k, v in cfg.items() if k not in out and k not in TIMM_KEYS})  # other keys pass through
     patch_embed = getattr(model, "patch_embed", None)
     in_chans = int(getattr(patch_embed, "in_chans", 3))
-    cfg["input_size"] = [in_chans, cfg["crop_size"], cfg["crop_size"]]  # timm (C, H, W); frames in num_frames
-    cfg["interpolation"] = str(cfg.get("interpolation") or "bilinear")  # the test-time short-side resize
-    cfg["crop_pct"] = round(cfg["crop_size"] / max(cfg["short_side"], 1), 4)  # resize to crop / crop_pct, centre crop
-    cfg["first_conv"] = "patch_embed.proj"
-    cfg["classifier"] = "head"
+    out["input_size"] = [in_chans, prep.crop_size, prep.crop_size]  # timm (C, H, W); frames in num_frames
+    out["interpolation"] = interpolation  # the test-time short-side resize
+    out["crop_pct"] = round(prep.crop_size / max(prep.short_side, 1), 4)  # resize to crop / crop_pct, centre crop
+    out["first_conv"] = "patch_embed.proj"
+    out["classifier"] = "head"
     if model is not None and hasattr(model, "num_classes"):
-        cfg["num_classes"] = int(model.num_classes)
-    else:
-        cfg.pop("num_classes", None)
-    return cfg
+        out["num_classes"] = int(model.num_classes)
+    return out
 
 
 def _config_json(config: Any) -> str:

@@ -2,13 +2,13 @@
 
 Dataflow::
 
-    video ─► open_video ─► centred clip (pretrained_cfg num_frames × frame_stride) ─► EvalTransform (short side,
-    centre crop, mean/std) ─► x (1, C, T, H, W) ─► forward_features(x, return_aux=True) ─► aux
+    video ─► open_video ─► centred clip (Preprocessing num_frames × frame_stride) ─► Preprocessing resize + centre
+    view (uint8, the frames shown) ─► normalize ─► x (1, C, T, H, W) ─► forward_features(x, return_aux=True) ─► aux
         "token_maps" (1, T', S, Hp, Wp)   mode "tokens": one heat map per learned token; "argmax": strongest token
         "last_attn"  (1, N, N)            mode "cls": CLS (or mean) attention of the last block, over the tubelet
                                           grid; after a TokenLearner it is over learned tokens, so it is spread back
                                           onto the grid through their maps
-    ─► maps (T', K, Hp, Wp) + frames the model saw (denormalised x) ─► vidtok.viz.render ─► PNG / GIF / MP4
+    ─► maps (T', K, Hp, Wp) + frames the model saw (the uint8 view) ─► vidtok.viz.render ─► PNG / GIF / MP4
 
 Example::
 
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from vidtok.errors import VidtokError
+from vidtok.preprocessing import Preprocessing
 from vidtok.viz import render
 
 __all__ = ["MODES", "AttentionView", "load_clip", "explain", "draw", "visualize"]
@@ -67,12 +68,15 @@ def _model_name(model) -> str:
 
 def load_clip(
     path: str | os.PathLike,
-    pretrained_cfg: dict[str, Any],
+    preprocessing: Preprocessing | dict[str, Any],
     *,
     backend: str = "auto",
     start_sec: float | None = None,
 ) -> tuple[np.ndarray, Any, list[int]]:
-    """Decode and preprocess one clip as the model's ``pretrained_cfg`` says (centred unless ``start_sec``).
+    """Decode one clip and cut its centre view with the model's preprocessing (centred in time unless ``start_sec``).
+
+    Args:
+        preprocessing: a :class:`~vidtok.preprocessing.Preprocessing` or the model's ``pretrained_cfg``.
 
     Returns:
         ``(frames, x, indices)``: uint8 ``(T, crop, crop, 3)`` frames the model sees, the model input
@@ -80,33 +84,30 @@ def load_clip(
 
     Raises:
         VideoDecodeError: the video cannot be opened or decoded.
+        ConfigError: the preprocessing cannot cut a view (crop larger than the short side).
     """
     import torch
 
     from vidtok.data.clip_sampling import uniform_clips
-    from vidtok.data.transforms import EvalTransform
     from vidtok.io import open_video
 
-    num_frames = int(pretrained_cfg.get("num_frames", 16))
-    stride = int(pretrained_cfg.get("frame_stride", 1))
-    crop = int(pretrained_cfg.get("crop_size", 224))
-    short = max(int(pretrained_cfg.get("short_side", crop)), crop)
-    mean = [float(v) for v in pretrained_cfg.get("mean", (0.5, 0.5, 0.5))]
-    std = [float(v) for v in pretrained_cfg.get("std", (0.5, 0.5, 0.5))]
+    prep = (
+        preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_pretrained_cfg(preprocessing)
+    )
+    prep.check("checkpoint preprocessing")
     with open_video(path, backend) as video:
         meta = video.metadata
         total, fps = int(meta.num_frames), float(meta.fps or 25.0)
         if start_sec is None:
-            indices = uniform_clips(total, fps, clip_len=num_frames, frame_stride=stride, num_clips=1)[0].indices
+            clip = uniform_clips(total, fps, clip_len=prep.num_frames, frame_stride=prep.frame_stride, num_clips=1)
+            indices = clip[0].indices
         else:
             first = min(max(int(round(start_sec * fps)), 0), total - 1)
-            indices = (first + torch.arange(num_frames) * stride).clamp_(max=total - 1)
+            indices = (first + torch.arange(prep.num_frames) * prep.frame_stride).clamp_(max=total - 1)
         frames = video.get_frames(indices.tolist())  # (T, H, W, 3) uint8
-    x = EvalTransform(crop_size=crop, short_side=short, num_crops=1, mean=mean, std=std)(frames)  # (1, C, T, c, c)
-    m = torch.tensor(mean).view(3, 1, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1, 1)
-    shown = (x[0] * s + m).clamp_(0, 1).mul_(255).round_().to(torch.uint8)  # (C, T, c, c)
-    return shown.permute(1, 2, 3, 0).numpy(), x, indices.tolist()  # frames (T, c, c, 3)
+    views = prep.cut_views(prep.resize(frames), [range(len(indices))], crops=1)  # (1, C, T, c, c) uint8
+    x = prep.normalize(torch.from_numpy(views))
+    return views[0].transpose(1, 2, 3, 0), x, indices.tolist()  # frames (T, c, c, 3)
 
 
 def _token_maps(aux: dict[str, Any], name: str):
@@ -202,7 +203,7 @@ def explain(
     name = _model_name(model)
     where = f"{checkpoint}: " if checkpoint else ""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    frames, x, indices = load_clip(video, cfg, backend=backend, start_sec=start_sec)
+    frames, x, indices = load_clip(video, Preprocessing.from_pretrained_cfg(cfg), backend=backend, start_sec=start_sec)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     with torch.inference_mode():

@@ -423,10 +423,18 @@ def render_animation(
 # Writers.
 
 
-def save_png(image, path: str | os.PathLike) -> Path:
-    """Write one image (PNG, or JPEG by extension)."""
+def _out_path(path: str | os.PathLike, images: Sequence | None = None, writer: str = "") -> Path:
+    """``path`` with its folder created; refuses an empty ``images`` sequence (naming ``writer``)."""
+    if images is not None and not images:
+        raise ValueError(f"{writer}: no images")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_png(image, path: str | os.PathLike) -> Path:
+    """Write one image (PNG, or JPEG by extension)."""
+    path = _out_path(path)
     if path.suffix.lower() in (".jpg", ".jpeg"):
         image.convert("RGB").save(path, quality=90)
     else:
@@ -438,10 +446,7 @@ def save_gif(images: Sequence, path: str | os.PathLike, *, fps: float = 4.0) -> 
     """Write an endlessly looping GIF, one image per frame (identical neighbours are kept as separate frames)."""
     from PIL import Image
 
-    if not images:
-        raise ValueError("save_gif: no images")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _out_path(path, images, "save_gif")
     # One shared adaptive palette, so colours don't flicker between frames.
     first = images[0].convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     frames = [first] + [im.convert("RGB").quantize(palette=first, dither=Image.Dither.NONE) for im in images[1:]]
@@ -461,10 +466,7 @@ def save_mp4(images: Sequence, path: str | os.PathLike, *, fps: float = 4.0) -> 
     """Write an H.264 MP4 (yuv420p, so any player shows it; MPEG-4 part 2 if libx264 is missing) with PyAV."""
     import av
 
-    if not images:
-        raise ValueError("save_mp4: no images")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _out_path(path, images, "save_mp4")
     w, h = images[0].size
     w2, h2 = w + (w % 2), h + (h % 2)  # yuv420p needs even sides
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
