@@ -53,7 +53,8 @@ CLASS_TOKEN_MODES = ("global", "frame", "none")
 POOLS = ("cls", "mean")
 TOKEN_MIXERS = {"tokshift": TokShift}
 
-# parameter names of checkpoints written before the reducer and Model 2's temporal encoder were modules of their own
+# parameter names some checkpoints carry (TokenLearner and Model 2's temporal parameters at the top level) and the
+# module paths they load into
 _RENAMED = (
     ("token_learner.", "reducer.learner."),
     ("token_learners.", "reducer.learners."),
