@@ -10,7 +10,7 @@ top-k, so the ratio there is fixed by construction).
 
 Usage::
 
-    python tools/dynamicvit_keep_ratio.py --out /tmp/dvit --epochs 4
+    python tools/dynamicvit_keep_ratio.py --out /tmp/dvit
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import torch
 REDUCER = {"kind": "dynamicvit", "at_block": [4, 7, 10], "keep_ratio": 0.7}
 
 
-def _train(out: Path, data: Path, loss_weight: float, epochs: int) -> Path:
+def _train(out: Path, data: Path, loss_weight: float, epochs: int, reuse: bool) -> Path:
     run = out / f"loss_weight_{loss_weight:g}"
+    if reuse and (run / "model.safetensors").is_file():
+        return run
     spec = json.dumps({**REDUCER, "loss_weight": loss_weight}, separators=(",", ":"))
     cmd = [
         sys.executable, "-m", "vidtok.cli", "train", "--config", "demo_vidtok_ti", "--out", str(run),
@@ -46,6 +48,7 @@ def kept_fractions(run: Path, data: Path, batches: int = 8) -> list[float]:
     from vidtok.data import build_dataset
     from vidtok.models import load_model
 
+    torch.manual_seed(0)  # the Gumbel noise of the training-mode decisions
     model = load_model(run / "model.safetensors").train()
     cfg = load_config(run / "config.yaml")
     ds = build_dataset(cfg.data, "val", train=True, class_names=model.pretrained_cfg["class_names"], seed=1)
@@ -69,8 +72,9 @@ def kept_fractions(run: Path, data: Path, batches: int = 8) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--reuse", action="store_true", help="measure the runs OUT already holds instead of training")
     args = ap.parse_args()
     data = args.out / "data"
     if not (data / "val.csv").is_file():
@@ -81,7 +85,7 @@ def main() -> None:
     targets = [ratio ** (s + 1) for s in range(len(REDUCER["at_block"]))]
     rows = []
     for weight in (2.0, 0.0):
-        run = _train(args.out, data, weight, args.epochs)
+        run = _train(args.out, data, weight, args.epochs, args.reuse)
         kept = kept_fractions(run, data)
         metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         val = [m for m in metrics if "val_top1" in m]
