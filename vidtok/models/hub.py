@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from vidtok.errors import CheckpointError, safe_text
+from vidtok.preprocessing import Preprocessing
 
 __all__ = [
     "FORMAT",
@@ -48,21 +49,10 @@ __all__ = [
 FORMAT = "vidtok"
 FORMAT_VERSION = "1"
 
-# Preprocessing a checkpoint expects: vidtok.preprocessing.Preprocessing's defaults (ViViT's: pixels scaled to
+# Preprocessing a checkpoint expects unless it says otherwise: Preprocessing's defaults (ViViT's: pixels scaled to
 # [-1, 1], 32 frames every 2nd frame, 224 centre crop after resizing the short side to 256, 4 temporal views x 1 crop
 # at test time), no class names.
-DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
-    "mean": [0.5, 0.5, 0.5],
-    "std": [0.5, 0.5, 0.5],
-    "num_frames": 32,
-    "frame_stride": 2,
-    "crop_size": 224,
-    "short_side": 256,
-    "test_clips": 4,
-    "test_crops": 1,
-    "interpolation": "bilinear",
-    "class_names": [],
-}
+DEFAULT_PRETRAINED_CFG: dict[str, Any] = {**Preprocessing().to_pretrained_cfg(), "class_names": []}
 # timm's model contract: keys timm's data-config resolution and tools read. They are derived from the keys above every
 # time a pretrained_cfg is completed (so checkpoints written before they existed load with them, and they never
 # disagree with crop_size / short_side); ``interpolation`` is the one stored setting among them.
@@ -80,8 +70,6 @@ def make_pretrained_cfg(model: nn.Module | None = None, **overrides: Any) -> dic
     ``num_frames`` and ``crop_size`` default to the model's own ``model_kwargs`` (``num_frames`` / ``img_size``) when
     present, so a checkpoint of a 16-frame 160² model says so even if nobody filled them in.
     """
-    from vidtok.preprocessing import Preprocessing
-
     cfg: dict[str, Any] = {}
     if model is not None:
         kwargs = getattr(model, "model_kwargs", None) or {}
