@@ -317,6 +317,20 @@ def _labels(mode: str, k: int, map_labels: Sequence[str] | None) -> list[str]:
     return ["frame", *map_labels]
 
 
+def _prepare(frames, maps, mode: str, map_labels, normalize: str, frame_numbers) -> tuple:
+    """Checked frames, the maps upsampled to the frames ``(T', K, H, W)`` (normalised for "heat"), the column labels
+    and the K colours: what both renderers start from."""
+    frames, maps = _check_inputs(frames, maps, mode)
+    num_frames, height, width = frames.shape[:3]
+    if frame_numbers is not None and len(frame_numbers) != num_frames:
+        raise ValueError(f"{len(frame_numbers)} frame numbers for {num_frames} frames")
+    k = maps.shape[1]
+    full = upsample_maps(maps, (height, width))  # (T', K, H, W)
+    if mode == "heat":
+        full = normalize_maps(full, normalize)
+    return frames, full, _labels(mode, k, map_labels), palette(k)
+
+
 def render_grid(
     frames: np.ndarray,
     maps: np.ndarray,
@@ -349,19 +363,11 @@ def render_grid(
     Returns:
         A ``PIL.Image.Image`` (RGB).
     """
-    frames, maps = _check_inputs(frames, maps, mode)
-    num_frames, height, width = frames.shape[:3]
-    if frame_numbers is not None and len(frame_numbers) != num_frames:
-        raise ValueError(f"{len(frame_numbers)} frame numbers for {num_frames} frames")
-    num_slices, k = maps.shape[:2]
-    full = upsample_maps(maps, (height, width))  # (T', K, H, W)
-    if mode == "heat":
-        full = normalize_maps(full, normalize)
+    frames, full, labels, colours = _prepare(frames, maps, mode, map_labels, normalize, frame_numbers)
+    num_frames, num_slices = frames.shape[0], full.shape[0]
     rows = list(range(num_slices))
     if max_rows is not None and max_rows < num_slices:
         rows = sorted({round(i * (num_slices - 1) / max(max_rows - 1, 1)) for i in range(max_rows)})
-    labels = _labels(mode, k, map_labels)
-    colours = palette(k)
     cw, ch = _cell_size(frames, cell)
     legend = colours if mode == "argmax" else None
     canvas = _Canvas(title=title, labels=labels, cell_w=cw, cell_h=ch, rows=len(rows), legend=legend)
@@ -394,16 +400,8 @@ def render_animation(
 
     Arguments are as for :func:`render_grid`. Returns a list of ``T`` ``PIL.Image.Image`` of equal size.
     """
-    frames, maps = _check_inputs(frames, maps, mode)
-    num_frames, height, width = frames.shape[:3]
-    if frame_numbers is not None and len(frame_numbers) != num_frames:
-        raise ValueError(f"{len(frame_numbers)} frame numbers for {num_frames} frames")
-    num_slices, k = maps.shape[:2]
-    full = upsample_maps(maps, (height, width))  # (T', K, H, W)
-    if mode == "heat":
-        full = normalize_maps(full, normalize)
-    labels = _labels(mode, k, map_labels)
-    colours = palette(k)
+    frames, full, labels, colours = _prepare(frames, maps, mode, map_labels, normalize, frame_numbers)
+    num_frames, num_slices = frames.shape[0], full.shape[0]
     cw, ch = _cell_size(frames, cell)
     legend = colours if mode == "argmax" else None
     out = []
