@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vidtok.convert._io import read_state_dict
-from vidtok.errors import CheckpointError
+from vidtok.errors import CheckpointError, one_line
 
 __all__ = ["detect_layout", "canonical_from_2d", "inflate_vit2d", "inflate_into", "LAYOUTS"]
 
@@ -272,7 +272,7 @@ def _build_target(
         try:
             return create_model(model_name, **kw)
         except (VidtokError, ValueError) as e:  # unknown name or an invalid override
-            raise CheckpointError(f"{where}: cannot build {model_name!r}: {' '.join(str(e).split())}") from None
+            raise CheckpointError(f"{where}: cannot build {model_name!r}: {one_line(str(e))}") from None
 
     with torch.device("meta"):  # registry defaults, without allocating weights
         probe = build()

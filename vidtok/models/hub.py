@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidtok.errors import CheckpointError, safe_text
+from vidtok.errors import CheckpointError, one_line, safe_text
 from vidtok.preprocessing import Preprocessing
 
 __all__ = [
@@ -295,7 +295,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt safetensors data ({' '.join(str(e).split())})") from None
+        raise CheckpointError(f"{path}: corrupt safetensors data ({one_line(str(e))})") from None
     from vidtok.models.vivit import upgrade_state_dict
 
     return upgrade_state_dict(tensors), meta
@@ -357,8 +357,7 @@ def _load_model_file(path: Path, device: str | torch.device) -> nn.Module:
     except CheckpointError:
         raise
     except Exception as e:  # unknown name (KeyError/ValueError from the registry) or kwargs it rejects
-        msg = " ".join(str(e).split())
-        raise CheckpointError(f"{path}: cannot build model {name!r} with {kwargs}: {msg}") from None
+        raise CheckpointError(f"{path}: cannot build model {name!r} with {kwargs}: {one_line(str(e))}") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
