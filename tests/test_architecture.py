@@ -1,11 +1,13 @@
-"""The layering docs/architecture.md documents, checked on the source: who may import whom, no import cycle, cheap
-``import vidtok``, and every module the page names exists.
+"""The structure docs/architecture.md documents, checked on the source: who may import whom, no import cycle, no
+function over a screen, cheap ``import vidtok``, and every module the page names exists.
 
 Imports are read with ``ast`` (nothing is imported), including the ones inside function bodies: a lazy import is
 still a dependency.
 
+    docs/architecture.md "Who may import whom" ──► ALLOWED (package -> packages)
     vidtok/**/*.py ──ast──► module graph ──► package graph ──► checked against ALLOWED
                                  └──► cycles (Tarjan)
+    vidtok/**/*.py ──ast──► function lengths ──► <= MAX_FUNCTION_LINES
 """
 
 from __future__ import annotations
@@ -169,6 +171,35 @@ def test_import_vidtok_and_help_import_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "Usage:" in r.stdout
+
+
+MAX_FUNCTION_LINES = 100  # about a screen
+
+
+def _long_functions(paths: list[Path]) -> list[str]:
+    """``path:line name (n lines)`` of every function (nested ones too) longer than :data:`MAX_FUNCTION_LINES`."""
+    out = []
+    for path in paths:
+        where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        for n in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            lines = n.end_lineno - n.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                out.append(f"{where}:{n.lineno} {n.name} ({lines} lines)")
+    return out
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = _long_functions(sorted(PKG.rglob("*.py")))
+    assert not long, "\n".join(long)
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "m.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}\n")
+    found = _long_functions([tmp_path / "m.py"])
+    assert len(found) == 1 and "long (101 lines)" in found[0], found
 
 
 def _defines(path: Path, name: str) -> bool:
