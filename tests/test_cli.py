@@ -19,11 +19,6 @@ def test_help_and_version():
     assert r.exit_code == 0 and vidtok.__version__ in r.output
 
 
-def test_help_does_not_import_torch():
-    code = "import sys; from vidtok.cli import cli; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 def test_info_lists_versions_and_backends():
     r = CliRunner().invoke(cli, ["info"])
     assert r.exit_code == 0, r.output
