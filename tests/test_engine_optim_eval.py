@@ -100,3 +100,23 @@ def test_top5_against_sklearn_free_oracle(tmp_path):
     assert (tmp_path / "eval" / "per_class.csv").read_text().count("\n") == k + 1
     text = format_report(res)
     assert "top-1" in text and "top-5" in text and "c7" in text
+
+
+def test_optimizer_state_in_another_parameter_order_is_refused():
+    """AdamW's state is restored by position: a state saved for parameters in another order is one line, not moments
+    silently given to the wrong tensors (or a shape error at the first step)."""
+    from vidtok.engine.train_step import _check_optimizer_state
+    from vidtok.errors import CheckpointError
+
+    a, b = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(2, 3))
+    opt = torch.optim.AdamW([a, b])
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    saved = opt.state_dict()
+    same = torch.optim.AdamW([a, b])
+    same.load_state_dict(saved)
+    _check_optimizer_state(same)  # the same order loads
+    swapped = torch.optim.AdamW([b, a])
+    swapped.load_state_dict(saved)
+    with pytest.raises(CheckpointError, match=r"does not fit .*\(4,\) for a \(2, 3\) parameter"):
+        _check_optimizer_state(swapped)

@@ -32,7 +32,7 @@ from vidtok.engine import checkpoint as ckpt
 from vidtok.engine.device import autocast
 from vidtok.engine.distributed import all_reduce_sum
 from vidtok.engine.optim import build_optimizer
-from vidtok.errors import ConfigError
+from vidtok.errors import CheckpointError, ConfigError
 
 __all__ = ["ModelEma", "RunState", "Schedule", "TrainStep", "reducer_aux_loss", "soft_cross_entropy"]
 
@@ -87,6 +87,19 @@ def reducer_aux_loss(model: nn.Module) -> torch.Tensor | None:
     if not callable(fn):
         fn = getattr(getattr(model, "reducer", None), "aux_loss", None)
     return fn() if callable(fn) else None
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """CheckpointError (one line) when a restored optimizer state does not fit the parameters it was given to: its
+    parameters were in another order (a Model 2 run written before the temporal encoder was one module)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            moment = optimizer.state.get(p, {}).get("exp_avg")
+            if moment is not None and moment.shape != p.shape:
+                raise CheckpointError(
+                    f"the optimizer state does not fit this model's parameters ({tuple(moment.shape)} for a "
+                    f"{tuple(p.shape)} parameter); start a new run from its weights with --set train.init=RUN"
+                )
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,7 @@ class RunState:
         """Restore from a checkpoint's weights and state file (this rank's RNG states)."""
         self.model.load_state_dict(tensors)
         self.optimizer.load_state_dict(state["optimizer"])
+        _check_optimizer_state(self.optimizer)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema"):

@@ -74,7 +74,8 @@ class PosEmbed(nn.Module):
         grid: ``(T', Hp, Wp)`` the tables are built for.
         dim: embedding width.
         num_prefix: class-token rows (0 or 1) at the start of the joint / spatial table.
-        init_std: std of the truncated-normal initialisation of learned tables.
+        init_std: std of the truncated-normal initialisation of learned tables (0: left at zero for the owner to
+            initialise).
 
     Parameters (stable names, used by checkpoint converters):
         ``table`` ``(1, num_prefix + T'·Hp·Wp, D)`` for "joint";
@@ -105,7 +106,7 @@ class PosEmbed(nn.Module):
                 self.temporal = nn.Parameter(torch.zeros(1, T, dim))
         elif kind == "sincos":
             self.register_buffer("table", sincos_table(T * H * W, dim)[None], persistent=False)
-        for p in self.parameters():
+        for p in self.parameters() if init_std > 0 else ():
             nn.init.trunc_normal_(p, std=init_std, a=-2 * init_std, b=2 * init_std)
 
     def no_weight_decay(self) -> set[str]:
