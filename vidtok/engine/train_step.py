@@ -90,8 +90,9 @@ def reducer_aux_loss(model: nn.Module) -> torch.Tensor | None:
 
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """CheckpointError (one line) when a restored optimizer state does not fit the parameters it was given to: its
-    parameters were in another order (a Model 2 run written before the temporal encoder was one module)."""
+    """CheckpointError (one line) when a restored optimizer state does not fit the parameters it was given to: it was
+    saved with the parameters in another order (a Model 2 checkpoint in the layout with top-level ``temporal_*``
+    parameters, whose weights load through the renaming but whose AdamW moments are positional)."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             moment = optimizer.state.get(p, {}).get("exp_avg")

@@ -54,7 +54,7 @@ class TemporalEncoder(nn.Module):
         self.init_std = init_std
         self.norm_in = nn.LayerNorm(dim, eps=norm_eps)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        # drawn by reset_parameters, after the backbone's generic init (the order seeded models have always drawn in)
+        # drawn once, by reset_parameters after the backbone's generic init: a seeded model's draws follow that order
         self.pos_embed = PosEmbed(kind="joint", grid=(num_slices, 1, 1), dim=dim, num_prefix=1, init_std=0.0)
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, axis="joint", drop_path=drop_path[j], norm_eps=norm_eps, **block_kwargs)
