@@ -242,6 +242,8 @@ def test_ray_worker_sigkill_mid_job(job, reference, cluster, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     _check_complete(out, job, reference)
     assert not [p for p in forked if _alive(p)]  # the killed task's decode process died with it
+    # Ray Data's own lines (execution plan, "execution finished", progress-bar notice) are kept off the terminal
+    assert "execution finished" not in log and "Progress bars" not in log, log[-3000:]
 
 
 @needs_ray
@@ -302,7 +304,10 @@ def test_engine_options_checked():
             parse_replicas(bad)
     # the pool the cluster's resources give: a GPU (and one CPU) per replica up to one per GPU, else CPU replicas
     assert plan_replicas({"CPU": 96, "GPU": 8}, "auto", None) == (True, (1, 8), 1.0)
-    assert plan_replicas({"CPU": 96, "GPU": 8}, "cpu", None) == (False, (1, 1), 2.0)
+    # CPU replicas of 2 CPUs (1 on a 2-CPU cluster), up to half the CPUs: the model and decoding cost about the same
+    assert plan_replicas({"CPU": 96, "GPU": 8}, "cpu", None) == (False, (1, 24), 2.0)
+    assert plan_replicas({"CPU": 2}, "auto", None) == (False, (1, 1), 1.0)
+    assert plan_replicas({"CPU": 8}, "auto", None) == (False, (1, 2), 2.0)
     assert plan_replicas({"CPU": 2}, "auto", (1, 2)) == (False, (1, 2), 1.0)
     with pytest.raises(ConfigError, match="no GPU"):
         plan_replicas({"CPU": 8}, "cuda", None)

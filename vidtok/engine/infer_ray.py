@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,10 +36,18 @@ import numpy as np
 
 from vidtok.engine.infer_workers import ViewSpec
 from vidtok.errors import ConfigError, VidtokError, one_line
+from vidtok.logs import get_logger
 
 __all__ = ["RAY_INSTALL", "import_ray", "run_ray", "parse_replicas", "plan_replicas"]
 
 RAY_INSTALL = "pip install 'vidtok[ray]'"
+
+_log = get_logger("infer")
+
+# Files per decode task on large jobs. Each task starts one decode process and Ray Data schedules the next task
+# ~0.2 s after one ends: on 2 cores (tools/bench_infer.py, 128 videos) 4 files per task spent 45% of the decode CPU's
+# time outside decoding and the job took 19.8 s; 16 files per task, 16.6 s. A task of 16 files is ~1.2 s of decoding.
+MAX_FILES_PER_TASK = 16
 
 
 def import_ray():
@@ -145,7 +155,8 @@ def plan_replicas(
     """(GPU replicas?, (min, max) replicas, CPUs each replica holds) for a cluster's total ``resources``.
 
     A GPU replica holds one GPU and one CPU to feed it, and the pool grows up to one replica per GPU. On a CPU-only
-    cluster one replica holds half the CPUs of a 2-CPU machine, 2 CPUs on a larger cluster; every other CPU decodes.
+    cluster a replica holds 2 CPUs (1 on a 2-CPU cluster) and the pool grows up to half the cluster's CPUs (the model
+    and the view preparation cost about the same CPU time per video), the other half decoding.
     """
     gpus = int(resources.get("GPU", 0))
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
@@ -153,9 +164,11 @@ def plan_replicas(
     if device.startswith("cuda") and not gpus:
         raise ConfigError(f"--device {device}: the Ray cluster has no GPU", key="device")
     use_gpu = gpus > 0 and device != "cpu"
-    pool = replicas or ((1, gpus) if use_gpu else (1, 1))
     cpus = float(resources.get("CPU", 1))
-    return use_gpu, pool, 1.0 if use_gpu else max(1.0, min(2.0, cpus / 2))
+    if use_gpu:
+        return True, replicas or (1, gpus), 1.0
+    each = max(1.0, min(2.0, cpus / 2))
+    return False, replicas or (1, max(1, int(cpus / 2 // each))), each
 
 
 def _init(ray, address: str | None) -> bool:
@@ -164,7 +177,8 @@ def _init(ray, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kw: dict[str, Any] = {"log_to_driver": False}
+    # Ray's start-up lines ("Started a local Ray instance", the token notice) stay in its session logs
+    kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is None:
         kw["include_dashboard"] = False
         # workers of this job's own cluster run at the priority of the local engine's decoders (Ray's default
@@ -223,19 +237,45 @@ def run_ray(
         batch_size: views per model call (across videos).
         timeout: seconds one file may take to decode.
         replicas: (min, max) model replicas; None: one per GPU in the cluster, else one.
-        files_per_task: files per decode task (one isolated decode process each). None: one while the job has fewer
-            than 4 files per cluster CPU (fine-grained balancing, rows as soon as each video is done), up to 4 on
-            larger jobs (a task's set-up, ~0.05 s, is then shared; its rows come back together).
+        files_per_task: files per decode task (one isolated decode process each). None: a quarter of the files per
+            cluster CPU, from 1 (small jobs: the finest balancing) to :data:`MAX_FILES_PER_TASK`; a task's set-up
+            and Ray Data's scheduling between tasks (~0.3 s, measured) are then shared among its files.
     """
     if not paths:
         return
     ray = import_ray()
-    started = _init(ray, address)
+    with _quiet_ray_logs():
+        t0 = time.monotonic()
+        started = _init(ray, address)
+        try:
+            if started:
+                res = ray.cluster_resources()
+                where = "a local Ray cluster" if address is None else f"the Ray cluster at {address}"
+                _log.info(
+                    f"ray: connected to {where} ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs) "
+                    f"in {time.monotonic() - t0:.1f} s"
+                )
+            _run(
+                ray, paths, spec, make_forward, on_done, progress, device, batch_size, timeout, replicas, files_per_task
+            )
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _quiet_ray_logs() -> Iterator[None]:
+    """Ray's and Ray Data's INFO / WARNING lines (execution plans, "execution finished", progress-bar notices) off
+    for the job, back as they were after it: the job's own progress and summary are vidtok's lines."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
-        _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, timeout, replicas, files_per_task)
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, timeout, replicas, files_per_task):
@@ -244,6 +284,12 @@ def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, 
 
     use_gpu, (lo, hi), replica_cpus = plan_replicas(ray.cluster_resources(), device, replicas)
     threads = int(replica_cpus)
+    if files_per_task is None:
+        files_per_task = max(1, min(MAX_FILES_PER_TASK, len(paths) // (4 * int(ray.cluster_resources().get("CPU", 1)))))
+    _log.info(
+        f"ray: {len(paths)} videos in decode tasks of {files_per_task} file(s); model replicas {lo}..{hi}, each "
+        + (f"a GPU and {replica_cpus:g} CPU" if use_gpu else f"{replica_cpus:g} CPU(s)")
+    )
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -254,8 +300,6 @@ def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, 
 
     ref = ray.put(make_forward)
     items = [{"tid": i, "path": p} for i, p in enumerate(paths)]
-    if files_per_task is None:
-        files_per_task = max(1, min(4, len(paths) // (4 * int(ray.cluster_resources().get("CPU", 1)))))
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), -(-len(items) // files_per_task))))
     ds = ds.map_batches(
         _decode,
