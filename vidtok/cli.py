@@ -569,7 +569,7 @@ def _infer_options(f):
             click.option(
                 "--replicas",
                 default=None,
-                help="--engine ray: model replicas, N or MIN:MAX (default: one per GPU, else 1).",
+                help="--engine ray: model replicas, N or MIN:MAX (default: 1 to one per GPU; CPU-only: 1 to CPUs / 4).",
             ),
         ]
     ):

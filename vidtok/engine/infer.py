@@ -504,8 +504,8 @@ def classify(
         engine: ``local`` (this machine: decode processes + model) or ``ray`` (Ray Data: decode tasks on the
             cluster's CPUs feeding model replicas; see :mod:`vidtok.engine.infer_ray`). Same output either way.
         address: with ``engine="ray"``: ``auto`` / ``HOST:PORT`` of a running cluster; None starts a local one.
-        replicas: with ``engine="ray"``: model replicas, ``N`` or ``(min, max)`` / ``"MIN:MAX"`` (default: one
-            per GPU of the cluster, else one).
+        replicas: with ``engine="ray"``: model replicas, ``N`` or ``(min, max)`` / ``"MIN:MAX"`` (default: 1 up
+            to one per GPU; on a CPU-only cluster up to half its CPUs at 2 CPUs each).
 
     Returns:
         One dict per video (the whole output, merged, in discovery order): ``path``, ``status`` ("ok" | "error"),

@@ -61,7 +61,7 @@ def import_ray():
 
 
 def parse_replicas(replicas: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"2"`` -> (2, 2), ``"1:4"`` -> (1, 4): model replicas in the actor pool (None: one per GPU, else one)."""
+    """``"2"`` -> (2, 2), ``"1:4"`` -> (1, 4): model replicas in the actor pool (None: see :func:`plan_replicas`)."""
     if replicas is None:
         return None
     try:
@@ -236,7 +236,8 @@ def run_ray(
         device: ``auto`` (a GPU per replica where the cluster has GPUs, else CPU), ``cpu`` or ``cuda``.
         batch_size: views per model call (across videos).
         timeout: seconds one file may take to decode.
-        replicas: (min, max) model replicas; None: one per GPU in the cluster, else one.
+        replicas: (min, max) model replicas; None: from 1 up to one per GPU, or on a CPU-only cluster up to
+            half its CPUs at 2 CPUs each (:func:`plan_replicas`).
         files_per_task: files per decode task (one isolated decode process each). None: a quarter of the files per
             cluster CPU, from 1 (small jobs: the finest balancing) to :data:`MAX_FILES_PER_TASK`; a task's set-up
             and Ray Data's scheduling between tasks (~0.3 s, measured) are then shared among its files.
