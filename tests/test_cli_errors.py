@@ -229,8 +229,14 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         ["eval", "-c", "missing.safetensors"],
         ["embed", "x", "-c", "y", "--out", "e.txt"],
         ["report", "preds.csv", "--out", "r"],
+        ["info", "--model", "vivit_b16x3"],
+        ["train", "--out", "r", "--set", "model.name=vivit_b16x3"],
+        ["demo", "--out", "d", "--set", "model.name=vidtok_tiny"],
     ],
-    ids=["demo-key", "classify-path", "train-config", "train-value", "eval-ckpt", "embed-format", "report-input"],
+    ids=[
+        *("demo-key", "classify-path", "train-config", "train-value", "eval-ckpt", "embed-format", "report-input"),
+        *("info-model", "train-model", "demo-model"),
+    ],
 )
 def test_usage_errors_fail_before_heavy_imports(tmp_path, argv):
     """Fail fast: a typo is reported without importing torch or a decoder (and before anything is written)."""

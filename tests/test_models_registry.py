@@ -10,7 +10,7 @@ import torch
 from vidtok.config import load_config, resolved_model_config
 from vidtok.errors import ConfigError
 from vidtok.models import create_model, describe_model, list_models, register_model
-from vidtok.models.registry import _MODEL_ENTRYPOINTS
+from vidtok.models.registry import _MODEL_ENTRYPOINTS, model_entrypoint
 from vidtok.models.vivit import ViViT
 
 REQUIRED = [
@@ -39,6 +39,18 @@ def test_required_names_registered():
     assert set(REQUIRED) <= set(names)
     assert names == sorted(names)
     assert list_models("tokshift") == ["tokshift_b16", "tokshift_s16", "tokshift_ti16"]
+
+
+def test_builtin_names_known_without_torch_are_the_zoo():
+    """The torch-free list the CLI checks `model.name` against is exactly what the zoo registers."""
+    from vidtok.models.registry import BUILTIN_MODELS, check_model_name
+    from vidtok.models.zoo import __name__ as zoo
+
+    registered = sorted(n for n in list_models() if model_entrypoint(n).__module__ == zoo)
+    assert sorted(BUILTIN_MODELS) == registered
+    check_model_name("vidtok_ti")
+    with pytest.raises(ConfigError, match=r"unknown model 'vidtok_tiny' \(known: .*vidtok_ti,"):
+        check_model_name("vidtok_tiny")
 
 
 def test_registering_twice_is_an_error():

@@ -118,9 +118,13 @@ def config_options(f):
 
 
 def load_cli_config(config_path: str | None, overrides: tuple[str, ...]):
+    """The config of ``--config`` + ``--set``, validated, its model name checked (nothing heavy imported)."""
     from vidtok.config import load_config
+    from vidtok.models.registry import check_model_name
 
-    return load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides)
+    check_model_name(cfg.model.name)
+    return cfg
 
 
 # Option checks run by click before a command body imports anything heavy: a typo fails in well under a second.
@@ -191,17 +195,15 @@ def info(model_name: str | None, config_path: str | None, overrides: tuple[str, 
       vidtok info --model vivit_b16x2
     """
     cfg = load_cli_config(config_path, overrides) if (config_path or overrides) else None
+    if model_name:  # an unknown model fails before the table is printed (and before torch loads)
+        from vidtok.models.registry import check_model_name
+
+        check_model_name(model_name)
 
     import torch
 
     from vidtok import io as vio
     from vidtok import kernels
-
-    name = model_name or (cfg.model.name if cfg is not None else None)
-    if name:  # an unknown model fails before the table is printed
-        from vidtok.models.registry import model_entrypoint
-
-        model_entrypoint(name)
 
     rows = [("vidtok", __version__), ("python", sys.version.split()[0])]
     for dist in ("torch", "torchvision", "av", "decord", "torchcodec", "triton", "transformers"):
@@ -887,8 +889,10 @@ def demo(out_dir, shuffle_frames, overrides, no_progress) -> None:
       vidtok demo --out demo_out --shuffle-frames
     """
     from vidtok.engine.demo import demo_config, run_demo
+    from vidtok.models.registry import check_model_name
 
-    demo_config(Path(out_dir) / "data", overrides)  # a bad --set fails here, before any video is written
+    # a bad --set fails here, before any video is written
+    check_model_name(demo_config(Path(out_dir) / "data", overrides).model.name)
     run_demo(out_dir, shuffle_frames=shuffle_frames, overrides=overrides, progress=not no_progress, echo=click.echo)
 
 

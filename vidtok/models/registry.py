@@ -12,16 +12,27 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from vidtok.errors import ConfigError
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint", "check_model_name"]
 
 _MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _MODEL_MODULES = ("vidtok.models.zoo",)  # modules whose import registers the built-in models
+
+# The names vidtok.models.zoo registers, known without importing it (and torch): a typo in `model.name` or
+# `vidtok info --model` is refused before anything heavy loads. tests/test_models.py checks it against the zoo.
+BUILTIN_MODELS = (
+    *("vivit_ti16x2", "vivit_s16x2", "vivit_b16x2", "vivit_l16x2"),
+    *("vivit_b16x2_fe", "vivit_b16x2_fsa", "vivit_b16x2_fdp", "vivit_b16x2_tl8"),
+    *("videomae_b16x2", "timesformer_b16"),
+    *("tokshift_ti16", "tokshift_s16", "tokshift_b16"),
+    *("vidtok_ti", "vidtok_s", "vidtok_b"),
+)
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, model_class: type | None = None) -> Any:
@@ -70,12 +81,17 @@ def is_model(name: str) -> bool:
     return name in _MODEL_ENTRYPOINTS
 
 
+def check_model_name(name: str) -> None:
+    """ConfigError naming the known models if ``name`` is neither built in nor registered; imports nothing."""
+    if name not in BUILTIN_MODELS and name not in _MODEL_ENTRYPOINTS:
+        known = ", ".join(sorted({*BUILTIN_MODELS, *_MODEL_ENTRYPOINTS}))
+        raise ConfigError(f"unknown model {name!r} (known: {known})", key="model.name")
+
+
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     """The entry function registered as ``name`` (ConfigError naming the known models if there is none)."""
     _ensure_builtin()
-    if name not in _MODEL_ENTRYPOINTS:
-        known = ", ".join(sorted(_MODEL_ENTRYPOINTS))
-        raise ConfigError(f"unknown model {name!r} (known: {known})", key="model.name")
+    check_model_name(name)
     return _MODEL_ENTRYPOINTS[name]
 
 
