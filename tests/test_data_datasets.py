@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tests._data_util import small_synth
-from vidtok.config import DataConfig
+from tests.videos import decode_all
+from vidtok.config import TEST_SAMPLERS, Config, DataConfig, validate_config
 from vidtok.data import (
     EpochSampler,
     VideoClipDataset,
@@ -23,8 +24,10 @@ from vidtok.data import (
     read_classes,
     resolve_classes,
 )
+from vidtok.data.clip_sampling import eval_clips
 from vidtok.data.transforms import TrainTransform
 from vidtok.errors import ConfigError
+from vidtok.io import open_video
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +233,38 @@ def test_raw_frames_without_transform(synth):
     assert v.shape == (3, 4, 32, 32, 3) and v.dtype == torch.uint8
     tf = TrainTransform(crop_size=16, scale_range=(16, 20))
     assert tf(v[0], torch.Generator().manual_seed(0)).shape == (3, 4, 16, 16)
+
+
+@pytest.mark.parametrize("stride,distinct", [(3, 3), (9, 4)])
+def test_test_sampler_places_the_views_by_the_peer_convention(synth, stride, distinct):
+    """data.test_sampler: the dataset's test views are the frames (full PyAV decode) at the chosen convention's
+    indices, and the conventions differ on the same video (24 frames: windows of 10 frames, where uniform and
+    mmaction2 agree, and of 28, past the end, where each convention does its own thing)."""
+    path = str(videos(synth)[0][0])
+    full = decode_all(path)
+    with open_video(path, "pyav") as v:
+        n, fps = v.metadata.num_frames, v.metadata.fps
+    assert n == len(full)
+    seen = {}
+    for name in TEST_SAMPLERS:
+        ds = VideoClipDataset(
+            samples=[(path, 0)],
+            class_names=["x"],
+            train=False,
+            transform=None,
+            num_frames=4,
+            frame_stride=stride,
+            test_clips=3,
+            test_sampler=name,
+            backend="pyav",
+        )
+        clips = eval_clips(name, n, fps, clip_len=4, frame_stride=stride, num_clips=3)
+        idx = torch.stack([c.indices for c in clips])  # (3, 4)
+        assert torch.equal(ds[0]["video"], torch.from_numpy(full[idx.numpy()])), name
+        seen[name] = idx.tolist()
+    assert len({str(v) for v in seen.values()}) == distinct, seen
+    with pytest.raises(ConfigError, match=r"data.test_sampler.*'slowfast'"):
+        validate_config(Config(data=base_cfg(test_sampler="slowfast")))
 
 
 @pytest.mark.parametrize("n,world", [(10, 3), (12, 4), (7, 2)])

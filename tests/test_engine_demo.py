@@ -60,11 +60,12 @@ def test_demo_pipeline_and_eval_cli(tmp_path):
     r = CliRunner().invoke(
         cli,
         ["eval", "-c", str(out / "run"), "--data", str(out / "data" / "val.csv"), "--workers", "0"]
-        + ["--out", str(tmp_path / "ev"), "--clips", "2"],
+        + ["--out", str(tmp_path / "ev"), "--clips", "2", "--sampler", "mmaction2"],
     )
     assert r.exit_code == 0, r.output
-    assert "top-1" in r.output and "views/clip 2" in r.output
+    assert "top-1" in r.output and "views/clip 2   sampler mmaction2" in r.output
     assert (tmp_path / "ev" / "confusion_matrix.png").is_file()
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["test_sampler"] == "mmaction2"
 
 
 def test_train_cli_reports_bad_config_in_one_line(tmp_path):

@@ -819,6 +819,12 @@ def train(config_path, overrides, out_dir, resume, overwrite, init, max_steps, e
 @config_options
 @click.option("--clips", type=_POS_INT, default=None, help="Temporal views per video (default: the checkpoint's).")
 @click.option(
+    "--sampler",
+    type=click.Choice(["uniform", "mmaction2", "pytorchvideo", "pyslowfast"]),
+    default=None,
+    help="Where the views sit: vidtok's evenly spaced windows or a peer's test protocol (default: data.test_sampler).",
+)
+@click.option(
     "--crops",
     type=click.IntRange(1, 3),
     default=None,
@@ -833,7 +839,7 @@ def train(config_path, overrides, out_dir, resume, overwrite, init, max_steps, e
 @click.option("--shuffle-frames", is_flag=True, help="Permute the frames of every view (motion control).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Report folder.")
 def eval_cmd(
-    checkpoint, data_path, root, config_path, overrides, clips, crops, batch_size, num_workers, device, amp,
+    checkpoint, data_path, root, config_path, overrides, clips, sampler, crops, batch_size, num_workers, device, amp,
     shuffle_frames, out_dir,
 ) -> None:  # fmt: skip
     """Evaluate a checkpoint: multi-view top-1 / top-5, per-class accuracy, confusion-matrix PNG.
@@ -861,6 +867,7 @@ def eval_cmd(
         overrides=overrides,
         clips=clips,
         crops=crops,
+        sampler=sampler,
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,

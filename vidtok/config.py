@@ -59,6 +59,8 @@ __all__ = [
 VIDEO_BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 ATTN_BACKENDS = ("auto", "triton", "sdpa", "math")
 DATA_FORMATS = ("kinetics", "list", "folder")
+# evaluation views: vidtok's evenly spaced windows, or a peer's test-time convention (vidtok.data.clip_sampling)
+TEST_SAMPLERS = ("uniform", "mmaction2", "pytorchvideo", "pyslowfast")
 AMP_MODES = ("none", "bf16", "fp16")
 LOG_SINKS = ("jsonl", "tensorboard")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -127,6 +129,7 @@ class DataConfig:
     randaugment_magnitude: int = 9  # RandAugment magnitude, of 31 bins
     test_clips: int = 4  # multi-view testing: uniform temporal views (ViViT uses 4, TokShift 10)
     test_crops: int = 1  # 1 = centre crop, 3 = three spatial crops
+    test_sampler: str = "uniform"  # where the test_clips views sit: uniform | mmaction2 | pytorchvideo | pyslowfast
     batch_size: int = 8  # per process
     num_workers: int = 2  # DataLoader workers per process; decoding happens there
     prefetch_factor: int = 2
@@ -330,6 +333,7 @@ def validate_config(cfg: Config, source: str | None = None) -> Config:
 
     check_choice(d.format, DATA_FORMATS, "data.format")
     check_choice(d.backend, VIDEO_BACKENDS, "data.backend")
+    check_choice(d.test_sampler, TEST_SAMPLERS, "data.test_sampler")
     num("data.num_frames", d.num_frames, 1)
     num("data.frame_stride", d.frame_stride, 1)
     num("data.crop_size", d.crop_size, 1)

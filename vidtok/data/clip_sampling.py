@@ -69,6 +69,7 @@ __all__ = [
     "pyslowfast_clips",
     "sample_clips",
     "SAMPLERS",
+    "eval_clips",
     "OUT_OF_BOUND",
     "shuffle_time",
 ]
@@ -395,6 +396,38 @@ def pyslowfast_clips(
 
 
 SAMPLERS = ("random", "uniform", "segment", "sliding", "mmaction2", "pytorchvideo", "pyslowfast")
+
+# PySlowFast's and pytorchvideo's Kinetics recipes define a clip at a nominal 30 fps: num_frames x frame_stride frames
+# of a 30 fps video, whatever the file's rate
+PEER_NOMINAL_FPS = 30
+
+
+def eval_clips(
+    sampler: str, num_frames: int, fps: float, *, clip_len: int, frame_stride: int, num_clips: int
+) -> list[Clip]:
+    """The ``num_clips`` test views of a video, each ``clip_len`` frames, by ``data.test_sampler``.
+
+    ``uniform``: :func:`uniform_clips` (vidtok, ViViT); ``mmaction2``: :func:`mmaction2_clips` in test mode
+    (``SampleFrames(clip_len, frame_interval=frame_stride, num_clips, test_mode=True)``, out-of-bound ``loop``);
+    ``pyslowfast``: :func:`pyslowfast_clips` in test mode (``NUM_FRAMES=clip_len``, ``SAMPLING_RATE=frame_stride``,
+    ``TARGET_FPS=30``, ``NUM_ENSEMBLE_VIEWS=num_clips``); ``pytorchvideo``: :func:`pytorchvideo_clips` with
+    ``ConstantClipsPerVideoSampler(clip_duration=clip_len * frame_stride / 30, clips_per_video=num_clips)`` and
+    ``UniformTemporalSubsample(clip_len)``, as its Kinetics recipes.
+    """
+    if sampler == "uniform":
+        return uniform_clips(num_frames, fps, clip_len=clip_len, frame_stride=frame_stride, num_clips=num_clips)
+    if sampler == "mmaction2":
+        kw = {"frame_interval": frame_stride, "num_clips": num_clips, "test_mode": True}
+        return mmaction2_clips(num_frames, fps, clip_len=clip_len, **kw)
+    if sampler == "pyslowfast":
+        kw = {"sampling_rate": frame_stride, "target_fps": PEER_NOMINAL_FPS, "num_clips": num_clips, "test_mode": True}
+        return pyslowfast_clips(num_frames, fps, num_samples=clip_len, **kw)
+    if sampler == "pytorchvideo":
+        duration = Fraction(clip_len * frame_stride, PEER_NOMINAL_FPS)
+        return pytorchvideo_clips(
+            num_frames, fps, clip_duration=duration, num_samples=clip_len, clips_per_video=num_clips
+        )
+    raise ValueError(f"unknown test sampler {sampler!r} (choose from uniform, mmaction2, pytorchvideo, pyslowfast)")
 
 
 def sample_clips(

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from vidtok.config import read_text
-from vidtok.data.clip_sampling import random_clip, uniform_clips
+from vidtok.data.clip_sampling import eval_clips, random_clip
 from vidtok.data.loader import sample_seed
 from vidtok.errors import ConfigError, VideoDecodeError, VidtokError, exception_line, one_line, safe_text
 from vidtok.io.metadata import VIDEO_EXTENSIONS
@@ -257,12 +257,15 @@ class VideoClipDataset(torch.utils.data.Dataset):
         samples: (path, label index) pairs.
         class_names: index -> name.
         train: True: one random window per item (``repeated_aug`` of them from one decode); False: ``test_clips``
-            uniform windows, each through the (multi-crop) eval transform, stacked to ``(V, C, T, H, W)``.
+            windows placed by ``test_sampler``, each through the (multi-crop) eval transform, stacked to
+            ``(V, C, T, H, W)``.
         transform: ``TrainTransform`` / ``EvalTransform`` (or any callable ``(frames, generator) -> tensor``);
             None returns uint8 ``(T, H, W, 3)`` frames.
         num_frames: frames per clip.
         frame_stride: distance between sampled frames.
         test_clips: temporal views in test mode.
+        test_sampler: where they sit (:func:`~vidtok.data.clip_sampling.eval_clips`): ``uniform`` (vidtok, ViViT) or
+            a peer's convention, ``mmaction2``, ``pytorchvideo``, ``pyslowfast``.
         repeated_aug: clips per decoded video in train mode (> 1 returns a list of dicts; use ``collate_clips``).
         backend: video backend for ``open_video``.
         max_retries: replacement attempts for a sample that fails to decode before giving up.
@@ -283,6 +286,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         num_frames: int = 16,
         frame_stride: int = 2,
         test_clips: int = 1,
+        test_sampler: str = "uniform",
         repeated_aug: int = 1,
         backend: str = "auto",
         stream: int = 0,
@@ -302,6 +306,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.num_frames, self.frame_stride = num_frames, frame_stride
         self.test_clips, self.repeated_aug = test_clips, repeated_aug
+        self.test_sampler = test_sampler
         self.backend = backend
         self.stream = stream
         self.max_retries = max_retries
@@ -350,8 +355,13 @@ class VideoClipDataset(torch.utils.data.Dataset):
                     for _ in range(self.repeated_aug)
                 ]
             else:
-                clips = uniform_clips(
-                    n, fps, clip_len=self.num_frames, frame_stride=self.frame_stride, num_clips=self.test_clips
+                clips = eval_clips(
+                    self.test_sampler,
+                    n,
+                    fps,
+                    clip_len=self.num_frames,
+                    frame_stride=self.frame_stride,
+                    num_clips=self.test_clips,
                 )
             frames = video.get_frames(torch.cat([c.indices for c in clips]))  # one pass for all clips
         frames = frames.split([len(c) for c in clips])
@@ -473,6 +483,7 @@ def build_dataset(
         num_frames=data_cfg.num_frames,
         frame_stride=data_cfg.frame_stride,
         test_clips=data_cfg.test_clips,
+        test_sampler=data_cfg.test_sampler,
         repeated_aug=data_cfg.repeated_aug if train else 1,
         backend=data_cfg.backend,
         stream=data_cfg.stream,

@@ -164,7 +164,8 @@ def _metrics(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str], 
 def format_report(res: dict[str, Any], *, max_classes: int = 50) -> str:
     """A plain-text table: overall top-1 / top-5, then per-class accuracy (worst first when there are many)."""
     lines = [
-        f"samples {res['num_samples']}   views/clip {res['num_views']}",
+        f"samples {res['num_samples']}   views/clip {res['num_views']}"
+        + (f"   sampler {res['test_sampler']}" if "test_sampler" in res else ""),
         f"top-1  {res['top1']:6.2f} %",
         f"top-5  {res['top5']:6.2f} %",
         "",
@@ -186,7 +187,7 @@ def write_report(res: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, P
     """Write ``metrics.json``, ``per_class.csv``, ``predictions.csv`` and ``confusion_matrix.png`` to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {k: res[k] for k in ("top1", "top5", "loss", "num_samples", "num_views")}
+    summary = {k: res[k] for k in ("top1", "top5", "loss", "num_samples", "num_views", "test_sampler") if k in res}
     summary["per_class"] = res["per_class"]
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     with open(out / "per_class.csv", "w") as f:
@@ -226,6 +227,7 @@ def evaluate_checkpoint(
     overrides: tuple[str, ...] | list[str] = (),
     clips: int | None = None,
     crops: int | None = None,
+    sampler: str | None = None,
     batch_size: int = 8,
     num_workers: int = 2,
     device: str = "auto",
@@ -234,7 +236,10 @@ def evaluate_checkpoint(
     out_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Load a checkpoint, build its evaluation data (preprocessing from ``model.pretrained_cfg``), evaluate, and
-    write the report (``out_dir`` default: ``<checkpoint folder>/eval``). Used by ``vidtok eval``."""
+    write the report (``out_dir`` default: ``<checkpoint folder>/eval``). Used by ``vidtok eval``.
+
+    ``clips`` / ``crops`` / ``sampler`` replace the checkpoint's ``test_clips`` / ``test_crops`` and the config's
+    ``data.test_sampler`` (where the views sit: ``uniform``, ``mmaction2``, ``pytorchvideo``, ``pyslowfast``)."""
     from vidtok.config import Config, apply_overrides, config_from_dict, load_config, validate_config
     from vidtok.data import build_dataset
     from vidtok.engine.device import resolve_device
@@ -263,6 +268,8 @@ def evaluate_checkpoint(
     if d.scale_range[0] < d.crop_size:  # training-only jitter, kept consistent with the checkpoint's crop
         d.scale_range = (d.crop_size, max(d.scale_range[1], d.crop_size))
     d.batch_size, d.num_workers = batch_size, num_workers
+    if sampler is not None:
+        d.test_sampler = sampler
     if data is not None:
         d.val = str(data)
         d.format = _guess_format(data)
@@ -285,5 +292,6 @@ def evaluate_checkpoint(
         class_names=names or None,
         progress=True,
     )
+    res["test_sampler"] = cfg.data.test_sampler
     out = out_dir if out_dir is not None else ckpt_path.parent / "eval"
     return res, write_report(res, out)
