@@ -4,24 +4,31 @@ tensorboard's EventAccumulator, `vidtok plot` still works from metrics.jsonl) an
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests._engine_util import MotionDataset, tiny_config
 from vidtok.config import load_config, validate_config
 from vidtok.engine.train import train
 from vidtok.errors import ConfigError
+from vidtok.models import create_model, load_model
 from vidtok.models.hub import read_checkpoint
 
 pytest.importorskip("tensorboard")
 
 
+_TINY = {"embed_dim": 16, "depth": 2, "num_heads": 2, "tubelet_size": [2, 4, 4]}
+
+
 def _cfg(**train_kw):
     cfg = tiny_config(0, **{"epochs": 2, "eval_every": 1, "label_smoothing": 0.0, **train_kw})
     cfg.model.name = "vivit_ti16x2"  # a real backbone on the 4x8x8 motion clips: 2x4x4 tubelets
-    cfg.model.extra = {"embed_dim": 16, "depth": 2, "num_heads": 2, "tubelet_size": [2, 4, 4]}
+    cfg.model.extra = dict(_TINY)
     cfg.model.attn_backend = "math"
     return cfg
 
@@ -60,6 +67,35 @@ def test_tensorboard_scalars_match_metrics_jsonl_and_plot_still_works(tmp_path):
 
     png = plot_training_curves(run, tmp_path / "curves.png")
     assert png.stat().st_size > 1000
+
+
+def test_tensorboard_shows_the_tokenlearner_maps_at_each_evaluation(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vidtok.viz.attention import token_map_image
+
+    run = tmp_path / "run"
+    cfg = _cfg(log_to=["jsonl", "tensorboard"])
+    cfg.model.name = "vivit_b16x2_tl8"  # TokenLearner after block 1: 2 tokens per temporal slice of 2x2 tubelets
+    cfg.model.extra = {**cfg.model.extra, "token_reducer_layer": 1, "token_reducer_kwargs": {"num_tokens": 2}}
+    torch.manual_seed(0)
+    val = MotionDataset(8, seed=9, noise=0.0)  # the same clip at every call
+    res = train(cfg, run, train_dataset=MotionDataset(16), val_dataset=val, progress=False, log=lambda m: None)
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    images = acc.Images("val/tokenlearner")
+    epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in images] == [r["step"] for r in epochs if r["kind"] == "epoch"]
+    # the last image is the final model's maps on the first validation clip, drawn by `vidtok viz`'s renderer
+    model = load_model(res["model_path"]).eval()
+    want = token_map_image(model, val[0]["video"], mean=cfg.data.mean, std=cfg.data.std)
+    got = np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string)).convert("RGB"))
+    Image.fromarray(got).save("/tmp/rp/got.png")
+    Image.fromarray(want).save("/tmp/rp/want.png")
+    assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    # a model without TokenLearner has no such image
+    plain = create_model("vivit_ti16x2", num_frames=4, img_size=8, num_classes=3, **_TINY)
+    assert token_map_image(plain.eval(), torch.zeros(3, 4, 8, 8), mean=[0] * 3, std=[1] * 3) is None
 
 
 def test_jsonl_only_by_default(tmp_path):

@@ -69,8 +69,9 @@ class _Metrics:
     """metrics.jsonl (always; `vidtok plot` and resume read it) + TensorBoard when ``log_to`` asks, rank 0 only.
 
     TensorBoard tags: ``train/{loss, lr, clips_per_sec, grad_norm}`` per logged step, ``epoch/{loss, lr}`` and
-    ``val/{top1, top5, loss}`` per epoch, and the image ``val/confusion`` (row-normalised confusion matrix) at each
-    evaluation; tensorboard is imported only when asked for.
+    ``val/{top1, top5, loss}`` per epoch, and the images ``val/confusion`` (row-normalised confusion matrix) and, for a
+    model with TokenLearner, ``val/tokenlearner`` (its token maps on the first validation clip) at each evaluation;
+    tensorboard is imported only when asked for.
     """
 
     def __init__(
@@ -127,6 +128,22 @@ class _Metrics:
         img = m.repeat_interleave(16, 0).repeat_interleave(16, 1)[None]  # (1, 16·K, 16·K)
         self.tb.add_image("val/confusion", img, step, dataformats="CHW")
         self.tb.flush()
+
+    def token_maps(self, model: nn.Module, val_dataset: Any, data_cfg: Any, step: int) -> None:
+        """``val/tokenlearner``: the TokenLearner maps on the first view of the first validation item (the same clip
+        at every evaluation, so the images show how the learned tokens change); nothing for other models."""
+        if self.tb is None or val_dataset is None or len(val_dataset) == 0:
+            return
+        from vidtok.viz.attention import token_map_image
+
+        with torch.random.fork_rng(devices=[]):  # a dataset drawing from the global RNG leaves training's intact
+            item = val_dataset[0]
+        item = item[0] if isinstance(item, list) else item  # repeated_aug datasets give a list
+        clip = item["video"][0] if item["video"].ndim == 5 else item["video"]  # (V, C, T, H, W) -> first view
+        img = token_map_image(model, clip, mean=data_cfg.mean, std=data_cfg.std)
+        if img is not None:
+            self.tb.add_image("val/tokenlearner", img, step, dataformats="HWC")
+            self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:
@@ -420,6 +437,7 @@ class _Loop:
         if self.val_dataset is not None and (finished or (tc.eval_every > 0 and (run.epoch + 1) % tc.eval_every == 0)):
             self.last_val = run_eval(self.cfg, run.final_model, self.val_dataset, self.dist_info)
             self.metrics.confusion(self.last_val.pop("confusion", None), run.step)
+            self.metrics.token_maps(run.final_model, self.val_dataset, self.cfg.data, run.step)
             row.update({f"val_{k}": v for k, v in self.last_val.items() if isinstance(v, (int, float))})
             v = self.last_val
             self.log(f"epoch {run.epoch}: loss {ep_loss:.4f}  val top1 {v['top1']:.2f}  top5 {v['top5']:.2f}")

@@ -29,7 +29,7 @@ from vidtok.errors import VidtokError
 from vidtok.preprocessing import Preprocessing
 from vidtok.viz import render
 
-__all__ = ["MODES", "AttentionView", "load_clip", "explain", "draw", "visualize"]
+__all__ = ["MODES", "AttentionView", "load_clip", "explain", "draw", "visualize", "token_map_image"]
 
 MODES = ("tokens", "argmax", "cls")
 
@@ -124,6 +124,35 @@ def _token_maps(aux: dict[str, Any], name: str):
     if maps.ndim == 3 and maps.shape[0] == 1 and maps.shape[-1] == tp * hp * wp:  # joint TokenLearner
         return rearrange(maps[0], "s (t h w) -> t s h w", t=tp, h=hp, w=wp)  # (T', S, Hp, Wp)
     raise VidtokError(f"model {name!r}: token maps of shape {tuple(maps.shape)} do not fit the grid {tp}x{hp}x{wp}")
+
+
+def token_map_image(
+    model: Any, clip: Any, *, mean: Any, std: Any, cell: int = 96, max_rows: int = 4
+) -> np.ndarray | None:
+    """The TokenLearner maps of ``model`` on one normalised clip ``(C, T, H, W)`` as an RGB uint8 ``(H, W, 3)`` grid:
+    each temporal slice's middle frame and its pixels coloured by their strongest token (``vidtok viz --mode
+    argmax``). None for a model without TokenLearner. Training logs it to TensorBoard as ``val/tokenlearner``.
+
+    Args:
+        model: a vidtok model (evaluated as it is: call ``.eval()`` first).
+        clip: float ``(C, T, H, W)`` normalised with ``mean`` / ``std`` (a dataset's eval view).
+        mean, std: the normalisation, to show the frames as the model saw them.
+        cell: panel size in pixels.
+        max_rows: at most this many temporal slices.
+    """
+    import torch
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.inference_mode():
+        _, aux = model.forward_features(clip[None].to(device), return_aux=True)
+    maps = _token_maps(dict(aux or {}), _model_name(model))
+    if maps is None:
+        return None
+    m, s = (torch.as_tensor(v, dtype=torch.float32).view(-1, 1, 1, 1) for v in (mean, std))
+    frames = ((clip.float().cpu() * s + m).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0)
+    img = render.render_grid(frames.numpy(), maps.cpu().numpy(), mode="argmax", cell=cell, max_rows=max_rows)
+    return np.asarray(img.convert("RGB"))
 
 
 def _cls_maps(aux: dict[str, Any], model: Any) -> tuple[Any, str]:
