@@ -57,6 +57,23 @@ def test_dataset_classify_and_viz_inputs_are_bit_identical(real_video):
     assert np.array_equal(shown.transpose(3, 0, 1, 2), _uint8_centre(path, centre))  # the frames viz draws on
 
 
+@pytest.mark.parametrize("sampler", ["mmaction2", "pytorchvideo", "pyslowfast"])
+def test_eval_and_classify_place_a_peers_views_alike(real_video, sampler):
+    """`vidtok eval --sampler X` and `vidtok classify --sampler X` give the model the same inputs (PySlowFast's and
+    pytorchvideo's differ from the uniform ones; mmaction2's starts are the uniform ones on a video this long)."""
+    from vidtok.data import build_dataset
+    from vidtok.engine.infer_workers import ViewSpec, prepare_views
+
+    path, listing = real_video
+    d = _data_cfg(listing, test_clips=3, test_crops=1, test_sampler=sampler)
+    prep = Preprocessing.from_data_config(d)
+    from_dataset = build_dataset(d, "val", train=False, class_names=["a"])[0]["video"]
+    info, views = prepare_views(str(path), ViewSpec(mode="uniform", prep=prep, clips=3, crops=1, sampler=sampler))
+    assert torch.equal(prep.normalizer("cpu")(torch.from_numpy(views)), from_dataset)
+    _, uniform = prepare_views(str(path), ViewSpec(mode="uniform", prep=prep, clips=3, crops=1))
+    assert np.array_equal(views, uniform) == (sampler == "mmaction2")
+
+
 def _uint8_centre(path: Path, prep: Preprocessing) -> np.ndarray:
     from vidtok.engine.infer_workers import ViewSpec, prepare_views
 

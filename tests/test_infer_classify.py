@@ -198,7 +198,7 @@ def test_resume_refuses_rows_made_another_way(job, tmp_path):
     from click.testing import CliRunner
 
     from vidtok.cli import cli
-    from vidtok.errors import VidtokError
+    from vidtok.errors import ConfigError, VidtokError
 
     out = tmp_path / "p.jsonl"
     kw = dict(topk=3, out=out, backend="pyav", num_workers=1)
@@ -222,6 +222,18 @@ def test_resume_refuses_rows_made_another_way(job, tmp_path):
     assert r.exit_code != 0 and r.output.startswith("error: --resume:") and r.output.count("\n") == 1, r.output
     classify(job["good"][:1], job["ckpt"], views="3x1", overwrite=True, **kw)  # --overwrite starts a new record
     assert json.loads((tmp_path / "p.jsonl.job.json").read_text())["views"] == "3x1"
+    # where the clips sit is part of the record; a record from before the option is read as the default, uniform
+    path = tmp_path / "p.jsonl.job.json"
+    assert json.loads(path.read_text())["sampler"] == "uniform"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "sampler"}))
+    with pytest.raises(VidtokError, match=r"sampler='uniform', this run has sampler='mmaction2'"):
+        classify(job["good"], job["ckpt"], views="3x1", resume=True, sampler="mmaction2", **kw)
+    classify(job["good"][:1], job["ckpt"], views="3x1", overwrite=True, sampler="pyslowfast", **kw)
+    assert json.loads(path.read_text())["sampler"] == "pyslowfast"
+    with pytest.raises(VidtokError, match=r"sampler='pyslowfast', this run has sampler='uniform'"):
+        classify(job["good"], job["ckpt"], views="3x1", resume=True, **kw)
+    with pytest.raises(ConfigError, match=r"--sampler: unknown value 'slowfast'"):
+        classify(job["good"], job["ckpt"], sampler="slowfast", **kw)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])

@@ -569,6 +569,13 @@ def _infer_options(f):
                 help="--engine ray: cluster to join, auto | HOST:PORT (default: a local one).",
             ),
             click.option(
+                "--sampler",
+                type=click.Choice(["uniform", "mmaction2", "pytorchvideo", "pyslowfast"]),
+                default="uniform",
+                show_default=True,
+                help="Where the clips sit in time (embed: with --per-video): evenly spaced, or a peer's test protocol.",
+            ),
+            click.option(
                 "--replicas",
                 default=None,
                 help="--engine ray: model replicas, N or MIN:MAX (default: 1 to one per GPU; CPU-only: 1 to CPUs / 4).",

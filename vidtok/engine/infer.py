@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidtok.config import TEST_SAMPLERS, check_choice
 from vidtok.engine.device import amp_dtype, autocast, resolve_device
 from vidtok.engine.infer_io import (
     CLASSIFY_FORMATS,
@@ -239,6 +240,7 @@ class JobOptions:
     engine: str = "local"
     address: str | None = None
     replicas: str | int | tuple[int, int] | None = None
+    sampler: str = "uniform"
 
     @classmethod
     def pick(cls, arguments: dict[str, Any]) -> JobOptions:
@@ -257,6 +259,7 @@ class JobOptions:
             raise ConfigError(
                 f"--streams {streams!r}: must be an int >= 1 (or 0 / None for one per core)", key="streams"
             )
+        check_choice(self.sampler, TEST_SAMPLERS, "--sampler")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other (continue the output, or start it again)")
         if self.retry_failed and not self.resume:
@@ -446,8 +449,16 @@ class InferJob:
 
 
 def _view_spec(job: InferJob, mode: str, clips: int, crops: int, **kw: Any) -> ViewSpec:
+    o = job.opts
     return ViewSpec(
-        mode=mode, prep=job.prep, clips=clips, crops=crops, backend=job.backend, stream=job.opts.stream, **kw
+        mode=mode,
+        prep=job.prep,
+        clips=clips,
+        crops=crops,
+        backend=job.backend,
+        stream=o.stream,
+        sampler=o.sampler,
+        **kw,
     )
 
 
@@ -478,6 +489,7 @@ def classify(
     engine: str = "local",
     address: str | None = None,
     replicas: str | int | tuple[int, int] | None = None,
+    sampler: str = "uniform",
 ) -> list[dict]:
     """Top-k classes of every video under ``paths``, averaging probabilities over multi-view clips x crops.
 
@@ -486,6 +498,9 @@ def classify(
         checkpoint: a vidtok checkpoint / run folder (``vidtok train`` or ``vidtok convert``), or a loaded model.
         topk: labels per video.
         views: ``"CLIPSxCROPS"``, e.g. ``"4x3"``; default: the checkpoint's ``test_clips`` x ``test_crops``.
+        sampler: where the clips sit in time: ``uniform`` (evenly spaced, as ``vidtok eval`` by default) or a peer's
+            test protocol, ``mmaction2``, ``pytorchvideo``, ``pyslowfast``
+            (:func:`vidtok.data.clip_sampling.eval_clips`).
         out: ``.csv``, ``.jsonl`` or ``.parquet`` written as videos finish; None keeps rows in memory only.
         resume: skip videos already in ``out``, failed ones included (repairing a half-written file first).
         retry_failed: with ``resume``, try the videos recorded as failed again (their rows are replaced).
@@ -521,7 +536,7 @@ def classify(
     names = list(job.cfg.get("class_names") or [])
     k = min(topk, num_classes) if num_classes else topk
     writer = ClassifyWriter(out, topk=k, rank=job.dist.rank, world_size=job.dist.world)
-    job.open(paths, writer, lambda: job.record(views=f"{clips}x{crops}", topk=k))
+    job.open(paths, writer, lambda: job.record(views=f"{clips}x{crops}", topk=k, sampler=opts.sampler))
 
     def to_row(path: str, info: dict | None, outs: dict | None, error: str) -> tuple[dict]:
         if error:
@@ -576,6 +591,7 @@ def embed(
     engine: str = "local",
     address: str | None = None,
     replicas: str | int | tuple[int, int] | None = None,
+    sampler: str = "uniform",
 ) -> dict[str, Any]:
     """Clip embeddings (the model's pre-logits features) of every video under ``paths``.
 
@@ -587,6 +603,7 @@ def embed(
         window: window length in seconds (``"2s"``); default: the model's clip (``num_frames`` x ``frame_stride``
             frames). ``num_frames`` frames are spread evenly over each window.
         hop: seconds between window starts; default: ``window`` (back to back).
+        sampler: with ``per_video``: where its clips sit (as in :func:`classify`).
         per_video: one vector per video instead: the mean over the checkpoint's ``test_clips`` uniform clips
             (centre crop); clip start / end are 0 and the duration.
         normalize: L2-normalise each vector (after per-video pooling).
@@ -606,6 +623,8 @@ def embed(
     opts = JobOptions.pick(locals())
     if per_video and (window is not None or hop is not None):
         raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
+    if sampler != "uniform" and not per_video:
+        raise ConfigError(f"--sampler {sampler}: places the --per-video clips (sliding windows have their own)")
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
     job = InferJob("embed", checkpoint, out, EMBED_FORMATS, opts)
     test_clips = job.cfg["test_clips"]
@@ -613,7 +632,7 @@ def embed(
         job.check_memory(f"--per-video ({test_clips} clips)", test_clips)
     writer = EmbedWriter(out, rank=job.dist.rank, world_size=job.dist.world)
     settings = dict(window=win_s, hop=hop_s if hop_s is not None else win_s)  # the hop in effect (default: window)
-    settings.update(per_video=per_video, test_clips=test_clips if per_video else None)
+    settings.update(per_video=per_video, test_clips=test_clips if per_video else None, sampler=sampler)
     job.open(paths, writer, lambda: job.record(**settings, normalize=normalize, fp16=fp16, tokens=tokens))
     out_dtype = np.float16 if fp16 else np.float32
 

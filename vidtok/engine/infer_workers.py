@@ -61,6 +61,8 @@ class ViewSpec:
         window, hop: seconds, for "sliding".
         backend: video decoder for ``vidtok.open_video``.
         stream: which video stream of each file (0 = the first video stream).
+        sampler: where the "uniform" mode's clips sit in time (:func:`vidtok.data.clip_sampling.eval_clips`:
+            ``uniform``, ``mmaction2``, ``pytorchvideo``, ``pyslowfast``), as the dataset's ``test_sampler``.
     """
 
     mode: str
@@ -71,14 +73,15 @@ class ViewSpec:
     hop: float | None = None
     backend: str = "auto"
     stream: int = 0
+    sampler: str = "uniform"
 
 
 def _clips_for(spec: ViewSpec, n: int, fps: float):
-    from vidtok.data.clip_sampling import sliding_clips, uniform_clips
+    from vidtok.data.clip_sampling import eval_clips, sliding_clips
 
     t, stride = spec.prep.num_frames, spec.prep.frame_stride
     if spec.mode == "uniform":
-        return uniform_clips(n, fps, clip_len=t, frame_stride=stride, num_clips=spec.clips)
+        return eval_clips(spec.sampler, n, fps, clip_len=t, frame_stride=stride, num_clips=spec.clips)
     if spec.window is None:  # the model's own clip length, back to back (or every `hop` s)
         win = (t - 1) * stride + 1
         hop = max(int(round(spec.hop * fps)), 1) if spec.hop is not None else win

@@ -14,6 +14,10 @@ from typing import Any
 from vidtok.engine.infer_io.files import _write_atomic, job_path
 from vidtok.errors import VidtokError
 
+# Settings recorded since a later version, with the value every output written before then was made with (a record
+# without the key); other keys a record lacks are not compared.
+_BEFORE: dict[str, Any] = {"sampler": "uniform"}
+
 
 def check_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
     """Raise if ``OUT.job.json`` says OUT was produced differently from ``job`` (outputs without a record pass).
@@ -29,9 +33,10 @@ def check_job(out: str | os.PathLike, job: dict[str, Any]) -> None:
     except (OSError, ValueError) as e:
         raise VidtokError(f"--resume: cannot read {path} ({e}); remove it to resume without the check") from None
     for key, new in job.items():
-        if key in old and old[key] != json.loads(json.dumps(new)):  # compare as JSON (tuples are lists there)
+        was = old.get(key, _BEFORE.get(key, new))  # a setting newer than the record: what every output had then
+        if was != json.loads(json.dumps(new)):  # compare as JSON (tuples are lists there)
             raise VidtokError(
-                f"--resume: {out} was made with {key}={old[key]!r}, this run has {key}={new!r}; "
+                f"--resume: {out} was made with {key}={was!r}, this run has {key}={new!r}; "
                 "use another --out, or --overwrite to start again"
             )
 
