@@ -130,6 +130,8 @@ CASES = [
     ("embed", "zero", "embed {video} -c {ckpt} --out {dir}/e.npy --workers 0"),
     ("embed", "NaN", "embed {video} -c {ckpt} --out {dir}/e.npy --hop nan"),
     ("embed", "unknown choice", "embed {video} -c {ckpt} --out {dir}/e.csv"),
+    ("embed", "conflicting flags", "embed {video} -c {ckpt} --out {dir}/e.npy --sampler mmaction2"),
+    ("classify", "unknown choice", "classify {video} -c {ckpt} --sampler slowfast"),
     ("viz", "unknown choice", "viz {video} -c {ckpt} -o {dir}/o.png --backend ffmpeg"),
     ("viz", "missing path", "viz {missing}.mp4 -c {ckpt} -o {dir}/o.png"),
     ("viz", "impossible device", "viz {video} -c {ckpt} -o {dir}/o.png --device cuda:99"),
@@ -188,6 +190,10 @@ def test_choice_lists_match_the_modules_that_own_them():
 
     assert set(VIDEO_BACKENDS) == {"auto", *vidtok.io.BACKENDS}
     assert set(ATTN_BACKENDS) == set(vidtok.kernels.BACKENDS)
+    from vidtok.config import TEST_SAMPLERS
+    from vidtok.data.clip_sampling import SAMPLERS
+
+    assert set(TEST_SAMPLERS) <= set(SAMPLERS)  # every test protocol is a sampler clip_sampling has
 
 
 def test_every_command_has_a_row():

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from vidtok import __version__
-from vidtok.config import VIDEO_BACKENDS
+from vidtok.config import TEST_SAMPLERS, VIDEO_BACKENDS
 from vidtok.errors import ConfigError, Terminated, VidtokError, format_error
 
 
@@ -570,7 +570,7 @@ def _infer_options(f):
             ),
             click.option(
                 "--sampler",
-                type=click.Choice(["uniform", "mmaction2", "pytorchvideo", "pyslowfast"]),
+                type=click.Choice(TEST_SAMPLERS),
                 default="uniform",
                 show_default=True,
                 help="Where the clips sit in time (embed: with --per-video): evenly spaced, or a peer's test protocol.",
@@ -827,7 +827,7 @@ def train(config_path, overrides, out_dir, resume, overwrite, init, max_steps, e
 @click.option("--clips", type=_POS_INT, default=None, help="Temporal views per video (default: the checkpoint's).")
 @click.option(
     "--sampler",
-    type=click.Choice(["uniform", "mmaction2", "pytorchvideo", "pyslowfast"]),
+    type=click.Choice(TEST_SAMPLERS),
     default=None,
     help="Where the views sit: vidtok's evenly spaced windows or a peer's test protocol (default: data.test_sampler).",
 )
