@@ -58,6 +58,8 @@ from fractions import Fraction
 
 import torch
 
+from vidtok.config import TEST_SAMPLERS
+
 __all__ = [
     "Clip",
     "random_clip",
@@ -427,7 +429,7 @@ def eval_clips(
         return pytorchvideo_clips(
             num_frames, fps, clip_duration=duration, num_samples=clip_len, clips_per_video=num_clips
         )
-    raise ValueError(f"unknown test sampler {sampler!r} (choose from uniform, mmaction2, pytorchvideo, pyslowfast)")
+    raise ValueError(f"unknown test sampler {sampler!r} (choose from {', '.join(TEST_SAMPLERS)})")
 
 
 def sample_clips(

@@ -604,7 +604,7 @@ def embed(
             frames). ``num_frames`` frames are spread evenly over each window.
         hop: seconds between window starts; default: ``window`` (back to back).
         sampler: with ``per_video``: where its clips sit (as in :func:`classify`).
-        per_video: one vector per video instead: the mean over the checkpoint's ``test_clips`` uniform clips
+        per_video: one vector per video instead: the mean over the checkpoint's ``test_clips`` clips (``sampler``)
             (centre crop); clip start / end are 0 and the duration.
         normalize: L2-normalise each vector (after per-video pooling).
         fp16: store float16 vectors (default float32).
@@ -624,6 +624,7 @@ def embed(
     if per_video and (window is not None or hop is not None):
         raise ConfigError("--per-video and --window/--hop exclude each other", key="per_video")
     if sampler != "uniform" and not per_video:
+        check_choice(sampler, TEST_SAMPLERS, "--sampler")
         raise ConfigError(f"--sampler {sampler}: places the --per-video clips (sliding windows have their own)")
     win_s, hop_s = parse_seconds(window, "window"), parse_seconds(hop, "hop")
     job = InferJob("embed", checkpoint, out, EMBED_FORMATS, opts)

@@ -283,10 +283,11 @@ def _run(ray, paths, spec, make_forward, on_done, progress, device, batch_size, 
     import torch
     from ray.data import ActorPoolStrategy, DataContext
 
-    use_gpu, (lo, hi), replica_cpus = plan_replicas(ray.cluster_resources(), device, replicas)
+    resources = ray.cluster_resources()
+    use_gpu, (lo, hi), replica_cpus = plan_replicas(resources, device, replicas)
     threads = int(replica_cpus)
     if files_per_task is None:
-        files_per_task = max(1, min(MAX_FILES_PER_TASK, len(paths) // (4 * int(ray.cluster_resources().get("CPU", 1)))))
+        files_per_task = max(1, min(MAX_FILES_PER_TASK, len(paths) // (4 * int(resources.get("CPU", 1)))))
     _log.info(
         f"ray: {len(paths)} videos in decode tasks of {files_per_task} file(s); model replicas {lo}..{hi}, each "
         + (f"a GPU and {replica_cpus:g} CPU" if use_gpu else f"{replica_cpus:g} CPU(s)")

@@ -140,7 +140,12 @@ class _Metrics:
             item = val_dataset[0]
         item = item[0] if isinstance(item, list) else item  # repeated_aug datasets give a list
         clip = item["video"][0] if item["video"].ndim == 5 else item["video"]  # (V, C, T, H, W) -> first view
-        img = token_map_image(model, clip, mean=data_cfg.mean, std=data_cfg.std)
+        was_training = model.training
+        model.eval()  # the maps of the model as evaluated: no dropout / stochastic depth (nor their RNG draws)
+        try:
+            img = token_map_image(model, clip, mean=data_cfg.mean, std=data_cfg.std)
+        finally:
+            model.train(was_training)
         if img is not None:
             self.tb.add_image("val/tokenlearner", img, step, dataformats="HWC")
             self.tb.flush()

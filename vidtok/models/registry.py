@@ -25,7 +25,7 @@ _MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _MODEL_MODULES = ("vidtok.models.zoo",)  # modules whose import registers the built-in models
 
 # The names vidtok.models.zoo registers, known without importing it (and torch): a typo in `model.name` or
-# `vidtok info --model` is refused before anything heavy loads. tests/test_models.py checks it against the zoo.
+# `vidtok info --model` is refused before anything heavy loads. tests/test_models_registry.py checks it against the zoo.
 BUILTIN_MODELS = (
     *("vivit_ti16x2", "vivit_s16x2", "vivit_b16x2", "vivit_l16x2"),
     *("vivit_b16x2_fe", "vivit_b16x2_fsa", "vivit_b16x2_fdp", "vivit_b16x2_tl8"),

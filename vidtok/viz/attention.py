@@ -126,6 +126,20 @@ def _token_maps(aux: dict[str, Any], name: str):
     raise VidtokError(f"model {name!r}: token maps of shape {tuple(maps.shape)} do not fit the grid {tp}x{hp}x{wp}")
 
 
+def _forward_aux(model: Any, x: Any, where: str = "") -> tuple[Any, dict[str, Any]]:
+    """``model.forward_features(x, return_aux=True)`` on the model's device, without autograd: (tokens, aux)."""
+    import torch
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.inference_mode():
+        try:
+            tokens, aux = model.forward_features(x.to(device), return_aux=True)
+        except TypeError as e:
+            raise VidtokError(f"{where}model {_model_name(model)!r} has no forward_features(x, return_aux=True)") from e
+    return tokens, dict(aux or {})
+
+
 def token_map_image(
     model: Any, clip: Any, *, mean: Any, std: Any, cell: int = 96, max_rows: int = 4
 ) -> np.ndarray | None:
@@ -142,11 +156,8 @@ def token_map_image(
     """
     import torch
 
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    with torch.inference_mode():
-        _, aux = model.forward_features(clip[None].to(device), return_aux=True)
-    maps = _token_maps(dict(aux or {}), _model_name(model))
+    _, aux = _forward_aux(model, clip[None])
+    maps = _token_maps(aux, _model_name(model))
     if maps is None:
         return None
     m, s = (torch.as_tensor(v, dtype=torch.float32).view(-1, 1, 1, 1) for v in (mean, std))
@@ -233,16 +244,9 @@ def explain(
     where = f"{checkpoint}: " if checkpoint else ""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     frames, x, indices = load_clip(video, Preprocessing.from_pretrained_cfg(cfg), backend=backend, start_sec=start_sec)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    tokens, aux = _forward_aux(model, x, where)
     with torch.inference_mode():
-        try:
-            out = model.forward_features(x.to(device), return_aux=True)
-        except TypeError as e:
-            raise VidtokError(f"{where}model {name!r} has no forward_features(x, return_aux=True)") from e
-        tokens, aux = out
         logits = model.forward_head(tokens)
-    aux = dict(aux or {})
     tmaps = _token_maps(aux, name)
     has_tl = tmaps is not None
     if mode is None:
